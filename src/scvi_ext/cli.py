@@ -1,0 +1,309 @@
+"""Command line: ``scvi-ext demo | integrate | benchmark``.
+
+Examples
+--------
+.. code-block:: bash
+
+    scvi-ext demo --out out/demo
+    scvi-ext integrate --input data.h5ad --method scvi --batch-key batch --labels-key cell_type --out out/run
+    scvi-ext benchmark --input data.h5ad --batch-key batch --labels-key cell_type --methods pca,harmony,scvi
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ._constants import DEFAULTS, latent_key
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+PROG = "scvi-ext"
+INTEGRATED_FILE = "integrated.h5ad"
+METRICS_STEM = "metrics"
+UMAP_FILE = "umap.png"
+DEMO_METHODS = ("pca", "harmony", "scvi")
+DEMO_MAX_EPOCHS = 100
+
+
+class UserInputError(Exception):
+    """Bad input from the command line: reported as one line, exit code 2."""
+
+
+def read_input(path: str | Path, modality: str | None = None) -> AnnData:
+    """Read an ``.h5ad`` file, or one modality of an ``.h5mu`` file.
+
+    Parameters
+    ----------
+    path
+        File to read.
+    modality
+        Modality of an ``.h5mu`` file (default: its first).
+
+    Returns
+    -------
+    AnnData
+
+    Examples
+    --------
+    >>> adata = read_input("data.h5ad")  # doctest: +SKIP
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"--input {str(path)!r}: no such file")
+    if path.suffix == ".h5mu":
+        import mudata
+
+        mdata = mudata.read_h5mu(path)
+        mod = modality or next(iter(mdata.mod))
+        if mod not in mdata.mod:
+            raise UserInputError(f"--modality {mod!r} is not in {path.name} (modalities: {list(mdata.mod)})")
+        return mdata.mod[mod]
+    if path.suffix != ".h5ad":
+        raise UserInputError(f"--input {str(path)!r}: expected an .h5ad or .h5mu file")
+    import anndata
+
+    return anndata.read_h5ad(path)
+
+
+def _metric_rows(prepared: AnnData, methods: Sequence[str], batch_key: str, labels_key: str | None) -> dict:
+    from .metrics import fast_scores
+
+    labels = prepared.obs[labels_key].to_numpy() if labels_key else None
+    rows = {}
+    for m in methods:
+        scores = fast_scores(prepared.obsm[latent_key(m)], prepared.obs[batch_key].to_numpy(), labels)
+        scores["seconds"] = float(prepared.uns["scvi_ext"][m]["seconds"])
+        rows[m] = scores
+    return rows
+
+
+def _markdown_table(rows: dict[str, dict[str, float]]) -> str:
+    cols = list(next(iter(rows.values())))
+    lines = ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, vals in rows.items():
+        lines.append(f"| {name} | " + " | ".join(f"{vals[c]:.3f}" for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_integration(
+    adata: AnnData,
+    methods: Sequence[str],
+    batch_key: str,
+    out: str | Path,
+    *,
+    labels_key: str | None = None,
+    layer: str | None = None,
+    max_epochs: int | None = None,
+    seed: int = DEFAULTS.SEED,
+    accelerator: str = "auto",
+    progress_bar: bool = True,
+    plot: bool = True,
+) -> dict[str, Path]:
+    """Integrate ``adata`` with each method and write the results to ``out``.
+
+    Writes ``integrated.h5ad`` (the user's cells with one ``obsm['X_<method>']`` per method and the
+    preprocessing's ``X_pca``), ``metrics.md`` / ``metrics.json`` (fast mixing and conservation metrics, see
+    :func:`scvi_ext.metrics.fast_scores`) and ``umap.png`` (coloured by batch and, when given, by label).
+
+    Parameters
+    ----------
+    adata
+        Raw-count AnnData (not modified).
+    methods
+        Names from :data:`scvi_ext.methods.METHODS`.
+    batch_key, labels_key, layer
+        ``obs`` columns and counts layer.
+    out
+        Output folder (created).
+    max_epochs, seed, accelerator, progress_bar
+        Training settings for trained methods.
+    plot
+        Whether to draw the UMAP figure.
+
+    Returns
+    -------
+    dict
+        Paths of the written files by kind (``"h5ad"``, ``"metrics_md"``, ``"metrics_json"``, ``"umap"``).
+
+    Examples
+    --------
+    >>> run_integration(adata, ["pca"], "lane", "out/x", labels_key="bulk_labels")  # doctest: +SKIP
+    """
+    from .methods import get_method, integrate, prepare
+
+    for m in methods:
+        get_method(m)
+    if labels_key is not None:
+        from ._validation import check_obs_key
+
+        check_obs_key(adata, labels_key, "labels_key")
+    prepared = prepare(adata, batch_key, layer=layer, seed=seed)
+    for m in methods:
+        print(f"[{PROG}] running {m} ...", flush=True)
+        integrate(
+            adata,
+            m,
+            batch_key,
+            prepared=prepared,
+            max_epochs=max_epochs,
+            seed=seed,
+            accelerator=accelerator,
+            progress_bar=progress_bar,
+        )
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = adata.copy()
+    keys = ["X_pca"] + [latent_key(m) for m in methods if m != "pca"]
+    for key in keys:
+        result.obsm[key] = prepared.obsm[key]
+    result.uns["scvi_ext"] = {m: dict(v) for m, v in prepared.uns["scvi_ext"].items()}
+    paths = {"h5ad": out / INTEGRATED_FILE}
+    result.write_h5ad(paths["h5ad"])
+
+    rows = _metric_rows(prepared, methods, batch_key, labels_key)
+    paths["metrics_json"] = out / f"{METRICS_STEM}.json"
+    paths["metrics_json"].write_text(json.dumps({"batch_key": batch_key, "labels_key": labels_key, "methods": rows}, indent=2))
+    paths["metrics_md"] = out / f"{METRICS_STEM}.md"
+    paths["metrics_md"].write_text(
+        f"# Integration metrics (batch: `{batch_key}`, labels: `{labels_key}`)\n\n" + _markdown_table(rows)
+    )
+    if plot:
+        from .plotting import plot_umaps
+
+        color = [batch_key] + ([labels_key] if labels_key else [])
+        paths["umap"] = plot_umaps(prepared, [latent_key(m) for m in methods], color, out / UMAP_FILE, seed=seed)
+    return paths
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .datasets import pbmc68k_reduced_counts
+    from .datasets._pbmc import BATCH_KEY, LABELS_KEY
+    from .methods import METHODS
+
+    methods = _parse_methods(args.methods) if args.methods else [m for m in DEMO_METHODS if m in METHODS]
+    if "harmony" in methods:
+        try:
+            import harmonypy  # noqa: F401
+        except ImportError:
+            print(f"[{PROG}] harmonypy not installed (extra 'bench'): skipping harmony", file=sys.stderr)
+            methods.remove("harmony")
+    adata = pbmc68k_reduced_counts()
+    print(f"[{PROG}] demo data: pbmc68k_reduced ({adata.n_obs} cells x {adata.n_vars} genes, "
+          f"{adata.obs[BATCH_KEY].nunique()} lanes as batches, labels '{LABELS_KEY}')")
+    paths = run_integration(
+        adata, methods, BATCH_KEY, args.out, labels_key=LABELS_KEY, max_epochs=args.max_epochs or DEMO_MAX_EPOCHS,
+        seed=args.seed, accelerator=args.accelerator, progress_bar=not args.no_progress,
+    )
+    _report(paths)
+    return 0
+
+
+def _cmd_integrate(args: argparse.Namespace) -> int:
+    adata = read_input(args.input, args.modality)
+    paths = run_integration(
+        adata, _parse_methods(args.method), args.batch_key, args.out, labels_key=args.labels_key, layer=args.layer,
+        max_epochs=args.max_epochs, seed=args.seed, accelerator=args.accelerator, progress_bar=not args.no_progress,
+        plot=not args.no_plot,
+    )
+    _report(paths)
+    return 0
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from .benchmark import run_benchmark
+
+    adata = read_input(args.input, args.modality)
+    name = args.name or Path(args.input).stem
+    paths = run_benchmark(
+        adata, _parse_methods(args.methods), args.batch_key, args.labels_key, name=name, out=args.out,
+        layer=args.layer, max_epochs=args.max_epochs, seed=args.seed, threads=args.threads,
+        accelerator=args.accelerator, progress_bar=not args.no_progress,
+    )
+    _report(paths)
+    return 0
+
+
+def _parse_methods(text: str) -> list[str]:
+    return [m.strip() for m in text.split(",") if m.strip()]
+
+
+def _report(paths: dict[str, Path]) -> None:
+    print(f"[{PROG}] wrote:")
+    for kind, p in paths.items():
+        print(f"  {kind:>12}: {p}")
+
+
+def _add_common(p: argparse.ArgumentParser, *, data: bool = True) -> None:
+    if data:
+        p.add_argument("--input", required=True, help=".h5ad (or .h5mu) with raw counts")
+        p.add_argument("--modality", default=None, help="modality of an .h5mu input (default: the first)")
+        p.add_argument("--batch-key", required=True, help="obs column with the batches")
+        p.add_argument("--labels-key", default=None, help="obs column with cell-type labels (for metrics)")
+        p.add_argument("--layer", default=None, help="layer with raw counts (default: X)")
+    p.add_argument("--max-epochs", type=int, default=None, help="training epochs (default: each method's own)")
+    p.add_argument("--seed", type=int, default=DEFAULTS.SEED)
+    p.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the ``scvi-ext`` argument parser.
+
+    Examples
+    --------
+    >>> build_parser().parse_args(["demo"]).command
+    'demo'
+    """
+    parser = argparse.ArgumentParser(prog=PROG, description="Single-cell integration with scvi-ext.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="integrate the bundled PBMC demo data and write results")
+    demo.add_argument("--out", default="out/demo")
+    demo.add_argument("--methods", default=None, help=f"comma-separated (default: {','.join(DEMO_METHODS)})")
+    _add_common(demo, data=False)
+    demo.set_defaults(func=_cmd_demo)
+
+    integ = sub.add_parser("integrate", help="integrate an h5ad with one or more methods")
+    _add_common(integ)
+    integ.add_argument("--method", required=True, help="method name(s), comma-separated")
+    integ.add_argument("--out", default="out/integrate")
+    integ.add_argument("--no-plot", action="store_true", help="skip the UMAP figure")
+    integ.set_defaults(func=_cmd_integrate)
+
+    bench = sub.add_parser("benchmark", help="time and score methods with scib-metrics (extra 'bench')")
+    _add_common(bench)
+    bench.add_argument("--methods", default="pca,harmony,scvi")
+    bench.add_argument("--name", default=None, help="results file stem (default: the input's stem)")
+    bench.add_argument("--threads", type=int, default=1, help="torch threads")
+    bench.add_argument("--out", default="benchmarks/results")
+    bench.set_defaults(func=_cmd_benchmark)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``scvi-ext`` command.
+
+    Returns the exit code: 0 on success, 2 on bad input (one line on stderr, no traceback).
+
+    Examples
+    --------
+    >>> main(["demo", "--methods", "pca", "--out", "out/demo"])  # doctest: +SKIP
+    0
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (UserInputError, KeyError, ValueError, FileNotFoundError, ImportError) as err:
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"{PROG}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

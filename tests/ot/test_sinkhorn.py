@@ -6,10 +6,10 @@ import math
 import warnings
 
 import numpy as np
+import ot  # POT (ruff sorts it as first-party because tests/ot/ exists)
 import pytest
 import torch
 
-import ot  # POT (ruff sorts it as first-party because tests/ot/ exists)
 from scvi_ext.ot import OTResult, ot_loss, sinkhorn, sinkhorn_unbalanced
 
 F64 = torch.float64

@@ -8,11 +8,11 @@ from typing import Any, Literal
 import torch
 from scvi import REGISTRY_KEYS
 from scvi.module.base import BaseModuleClass
-from scvi.train._trainingplans import _compute_kl_weight
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from scvi_ext.nn._discriminator import ADVERSARIAL_LOSSES
 
+from .._compat import compute_kl_weight as _compute_kl_weight
 from ._constants import PLAN_METRICS
 from ._plans import WarmupTrainingPlan, _batch_size
 from ._schedules import TermSchedule

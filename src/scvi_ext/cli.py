@@ -6,7 +6,7 @@ Examples
 
     scvi-ext demo --out out/demo
     scvi-ext integrate --input data.h5ad --method scvi --batch-key batch --labels-key cell_type --out out/run
-    scvi-ext benchmark --input data.h5ad --batch-key batch --labels-key cell_type --methods pca,harmony,scvi
+    scvi-ext benchmark --dataset data.h5ad --batch-key batch --labels-key cell_type --methods pca,harmony,scvi
 """
 
 from __future__ import annotations
@@ -215,20 +215,6 @@ def _cmd_integrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_benchmark(args: argparse.Namespace) -> int:
-    from .benchmark import run_benchmark
-
-    adata = read_input(args.input, args.modality)
-    name = args.name or Path(args.input).stem
-    paths = run_benchmark(
-        adata, _parse_methods(args.methods), args.batch_key, args.labels_key, name=name, out=args.out,
-        layer=args.layer, max_epochs=args.max_epochs, seed=args.seed, threads=args.threads,
-        accelerator=args.accelerator, progress_bar=not args.no_progress,
-    )
-    _report(paths)
-    return 0
-
-
 def _parse_methods(text: str) -> list[str]:
     return [m.strip() for m in text.split(",") if m.strip()]
 
@@ -276,13 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
     integ.add_argument("--no-plot", action="store_true", help="skip the UMAP figure")
     integ.set_defaults(func=_cmd_integrate)
 
-    bench = sub.add_parser("benchmark", help="time and score methods with scib-metrics (extra 'bench')")
-    _add_common(bench)
-    bench.add_argument("--methods", default="pca,harmony,scvi")
-    bench.add_argument("--name", default=None, help="results file stem (default: the input's stem)")
-    bench.add_argument("--threads", type=int, default=1, help="torch threads")
-    bench.add_argument("--out", default="benchmarks/results")
-    bench.set_defaults(func=_cmd_benchmark)
+    sub.add_parser(
+        "benchmark",
+        add_help=False,
+        help="time and score methods with scib-metrics (extra 'bench'); `scvi-ext benchmark --help` for options",
+    )
     return parser
 
 
@@ -296,6 +280,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     >>> main(["demo", "--methods", "pca", "--out", "out/demo"])  # doctest: +SKIP
     0
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["benchmark"]:
+        from .benchmark import main as benchmark_main
+
+        return benchmark_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -34,7 +34,7 @@ DEFAULT_METHODS = ("pca", "harmony", "scvi")
 REF_SUFFIX = "_ref"
 #: Keyword that methods accepting extra categorical covariates take (scvi-tools' name).
 COVARIATE_KWARG = "categorical_covariate_keys"
-THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def _csv(value: str) -> list[str]:
@@ -105,9 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def limit_threads(threads: int) -> None:
-    """Cap torch, BLAS/OpenMP and numba threads (env vars first, so libraries loaded later obey them)."""
+    """Cap torch, BLAS/OpenMP and numba threads for the rest of this process.
+
+    Environment variables are only set when absent and numba's own variable is never touched: numba refuses a
+    changed ``NUMBA_NUM_THREADS`` once its pool exists, so its count is set through ``numba.set_num_threads``.
+    """
     for var in THREAD_ENV_VARS:
-        os.environ[var] = str(threads)
+        os.environ.setdefault(var, str(threads))
     import torch
 
     torch.set_num_threads(threads)
@@ -120,6 +124,12 @@ def limit_threads(threads: int) -> None:
 
         threadpool_limits(threads)
     except ImportError:  # pragma: no cover - comes with scikit-learn
+        pass
+    try:
+        import numba
+
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    except ImportError:  # pragma: no cover - comes with scanpy
         pass
 
 
@@ -338,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; return the exit status (1 when a method failed)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error("--threads must be >= 1")
     limit_threads(args.threads)  # before numpy/scanpy do any work
 
     from scvi_ext._constants import OBSM_KEYS, latent_key

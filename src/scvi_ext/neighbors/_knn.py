@@ -7,6 +7,7 @@ squared; cosine distance is ``1 - cos``). faiss and pynndescent are imported laz
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import warnings
 from typing import Any, NamedTuple
@@ -106,7 +107,13 @@ def available_backends() -> list[str]:
     >>> "sklearn" in available_backends()
     True
     """
-    return [name for name, module in _MODULES.items() if importlib.util.find_spec(module) is not None]
+    return list(_installed_backends())
+
+
+@functools.cache
+def _installed_backends() -> tuple[str, ...]:
+    # looked up once per process: find_spec walks sys.path (~3 ms), and kNN is called in hot loops
+    return tuple(name for name, module in _MODULES.items() if importlib.util.find_spec(module) is not None)
 
 
 def _faiss_gpu_available(faiss: Any) -> bool:

@@ -8,8 +8,6 @@ pynndescent is exact anyway. ``SCVI_EXT_FULL=1`` also runs the untouched default
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -180,9 +178,6 @@ def test_bad_embeddings(prepared):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    os.environ.get("SCVI_EXT_FULL") != "1", reason="default pynndescent path: SCVI_EXT_FULL=1"
-)
 def test_default_neighbors_match_exact(prepared, scored):
     """The untouched default (scib-metrics' pynndescent everywhere) agrees with the exact-neighbour scores."""
     df_exact, _ = scored

@@ -1,0 +1,48 @@
+"""uniPort (Cao et al., Nat. Commun. 13:7419, 2022): coupled VAE + minibatch unbalanced OT.
+
+Integrates datasets that share features (mode ``h``, e.g. RNA + ATAC gene activity), paired modalities
+(mode ``v``) or datasets without shared features (mode ``d``); the global OT plan gives label transfer and
+spatial deconvolution. Spec: ``shared/specs/uniport.md``.
+
+Examples
+--------
+>>> from scvi_ext.uniport import UniPort, prepare_anndata
+>>> ad = prepare_anndata({"atac": atac_gene_activity, "rna": rna})  # doctest: +SKIP
+>>> UniPort.setup_anndata(ad)  # doctest: +SKIP
+>>> model = UniPort(ad)  # doctest: +SKIP
+>>> model.train(max_iterations=1500, save_ot=True)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from ._constants import BN_MODES, DEFAULTS, KEYS, LOSSES, MODES
+from ._data import export_reference_inputs, prepare_anndata, prepare_mudata
+from ._deconvolution import deconvolve_plan, make_pseudo_spots, proportion_scores
+from ._integrate import run_uniport
+from ._model import UniPort
+from ._module import DSBatchNorm1d, UniPortVAE
+from ._ot import GlobalPlanStore, UniPortTrainingPlan, uot_minibatch
+from ._transfer import knn_transfer, plan_label_scores
+
+__all__ = [
+    "BN_MODES",
+    "DEFAULTS",
+    "KEYS",
+    "LOSSES",
+    "MODES",
+    "DSBatchNorm1d",
+    "GlobalPlanStore",
+    "UniPort",
+    "UniPortTrainingPlan",
+    "UniPortVAE",
+    "deconvolve_plan",
+    "export_reference_inputs",
+    "knn_transfer",
+    "make_pseudo_spots",
+    "plan_label_scores",
+    "prepare_anndata",
+    "prepare_mudata",
+    "proportion_scores",
+    "run_uniport",
+    "uot_minibatch",
+]

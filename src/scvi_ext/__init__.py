@@ -21,9 +21,30 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
     __version__ = "0.0.0"
 
-_SUBMODULES = ("datasets", "methods", "metrics", "neighbors", "nn", "ot", "train")
+_SUBMODULES = (
+    "benchmark",
+    "datasets",
+    "methods",
+    "metrics",
+    "neighbors",
+    "nn",
+    "ot",
+    "piano",
+    "plotting",
+    "sccraft",
+    "scbiot",
+    "sysvi",
+    "train",
+    "uniport",
+)
 # Model classes, added here by each method as it lands: name -> module path.
-_MODELS: dict[str, str] = {}
+_MODELS: dict[str, str] = {
+    "PIANO": "scvi_ext.piano",
+    "SCCRAFT": "scvi_ext.sccraft",
+    "SysVI": "scvi_ext.sysvi",
+    "UniPort": "scvi_ext.uniport",
+    "SCBIOT": "scvi_ext.scbiot",
+}
 
 __all__ = [*_SUBMODULES, *_MODELS, "__version__"]
 

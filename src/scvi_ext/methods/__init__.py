@@ -16,6 +16,7 @@ Examples
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,9 +68,73 @@ def register_method(method: Method) -> Method:
     return method
 
 
+def lazy_runner(module: str, name: str) -> Callable[..., np.ndarray]:
+    """Return a runner that imports ``module.name`` on first call (keeps ``import scvi_ext.methods`` light).
+
+    Examples
+    --------
+    >>> run = lazy_runner("scvi_ext.methods._baselines", "run_pca")
+    """
+
+    def run(*args, **kwargs) -> np.ndarray:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    run.__name__ = name
+    run.__qualname__ = name
+    run.__wrapped__ = lambda: getattr(importlib.import_module(module), name)
+    return run
+
+
 register_method(Method("pca", run_pca, "unintegrated PCA of log-normalised HVGs (baseline)"))
 register_method(Method("harmony", run_harmony, "Harmony on the PCA (harmonypy; baseline)"))
 register_method(Method("scvi", run_scvi, "scVI (scvi-tools defaults; baseline)", trains=True))
+register_method(
+    Method(
+        "piano",
+        lazy_runner("scvi_ext.piano._integrate", "run_piano"),
+        "PIANO: VAE with a negative-binomial GLM over all covariates, fast device-resident training (200 epochs)",
+        trains=True,
+    )
+)
+register_method(
+    Method(
+        "sysvi",
+        lazy_runner("scvi_ext.sysvi._integrate", "run_sysvi"),
+        "sysVI: cVAE + VampPrior + latent cycle-consistency on log-normalised X (batch_key = system)",
+        trains=True,
+    )
+)
+register_method(
+    Method(
+        "sccraft",
+        lazy_runner("scvi_ext.sccraft._integrate", "run_sccraft"),
+        "scCRAFT: VAE + K-way latent batch discriminator + dual-resolution triplet loss (150 epochs)",
+        trains=True,
+    )
+)
+register_method(
+    Method(
+        "uniport",
+        lazy_runner("scvi_ext.uniport._integrate", "run_uniport"),
+        "uniPort: coupled VAE + minibatch unbalanced OT, one dataset per batch (1,500 iterations)",
+        trains=True,
+    )
+)
+register_method(
+    Method(
+        "scbiot",
+        lazy_runner("scvi_ext.scbiot._integrate", "run_scbiot"),
+        "scBIOT: unbalanced-OT refinement of the PCA + dual-view prototype VAE (80 epochs)",
+        trains=True,
+    )
+)
+register_method(
+    Method(
+        "scbiot_ot",
+        lazy_runner("scvi_ext.scbiot._integrate", "run_scbiot_ot"),
+        "scBIOT part A only: batch-aware unbalanced-OT refinement of the PCA (no training)",
+    )
+)
 
 
 def get_method(name: str) -> Method:
@@ -154,4 +219,13 @@ def integrate(
     return ad
 
 
-__all__ = ["COUNTS_LAYER", "METHODS", "Method", "get_method", "integrate", "prepare", "register_method"]
+__all__ = [
+    "COUNTS_LAYER",
+    "METHODS",
+    "Method",
+    "get_method",
+    "integrate",
+    "lazy_runner",
+    "prepare",
+    "register_method",
+]

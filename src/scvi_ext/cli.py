@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,8 +27,9 @@ PROG = "scvi-ext"
 INTEGRATED_FILE = "integrated.h5ad"
 METRICS_STEM = "metrics"
 UMAP_FILE = "umap.png"
-DEMO_METHODS = ("pca", "harmony", "scvi")
-DEMO_MAX_EPOCHS = 100
+DEMO_METHODS = ("pca", "harmony", "scvi", "piano", "sysvi", "sccraft", "uniport", "scbiot")
+#: Epochs per trained method in the demo: enough for a meaningful picture in a few minutes on 2 CPU cores.
+DEMO_MAX_EPOCHS = {"scvi": 100, "piano": 100, "sysvi": 100, "sccraft": 30, "uniport": 150, "scbiot": 30}
 
 
 class UserInputError(Exception):
@@ -36,7 +37,8 @@ class UserInputError(Exception):
 
 
 def read_input(path: str | Path, modality: str | None = None) -> AnnData:
-    """Read an ``.h5ad`` file, or one modality of an ``.h5mu`` file.
+    """Read an ``.h5ad`` file, one modality of an ``.h5mu`` file, or a Seurat / SingleCellExperiment ``.rds`` /
+    ``.RData`` file (through :func:`scvi_ext.interop.read_r`, extra ``r``).
 
     Parameters
     ----------
@@ -56,6 +58,12 @@ def read_input(path: str | Path, modality: str | None = None) -> AnnData:
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"--input {str(path)!r}: no such file")
+    from .interop import R_SUFFIXES
+
+    if path.suffix.lower() in R_SUFFIXES:
+        from .interop import read_r
+
+        return read_r(path)
     if path.suffix == ".h5mu":
         import mudata
 
@@ -65,7 +73,9 @@ def read_input(path: str | Path, modality: str | None = None) -> AnnData:
             raise UserInputError(f"--modality {mod!r} is not in {path.name} (modalities: {list(mdata.mod)})")
         return mdata.mod[mod]
     if path.suffix != ".h5ad":
-        raise UserInputError(f"--input {str(path)!r}: expected an .h5ad or .h5mu file")
+        raise UserInputError(
+            f"--input {str(path)!r}: expected an .h5ad, .h5mu, or Seurat/SingleCellExperiment .rds/.RData file"
+        )
     import anndata
 
     return anndata.read_h5ad(path)
@@ -99,7 +109,7 @@ def run_integration(
     *,
     labels_key: str | None = None,
     layer: str | None = None,
-    max_epochs: int | None = None,
+    max_epochs: int | Mapping[str, int] | None = None,
     seed: int = DEFAULTS.SEED,
     accelerator: str = "auto",
     progress_bar: bool = True,
@@ -121,7 +131,9 @@ def run_integration(
         ``obs`` columns and counts layer.
     out
         Output folder (created).
-    max_epochs, seed, accelerator, progress_bar
+    max_epochs
+        Epochs for trained methods: one number for all, or ``{method: epochs}`` (missing: the method's default).
+    seed, accelerator, progress_bar
         Training settings for trained methods.
     plot
         Whether to draw the UMAP figure.
@@ -151,7 +163,7 @@ def run_integration(
             m,
             batch_key,
             prepared=prepared,
-            max_epochs=max_epochs,
+            max_epochs=max_epochs.get(m) if isinstance(max_epochs, Mapping) else max_epochs,
             seed=seed,
             accelerator=accelerator,
             progress_bar=progress_bar,
@@ -227,7 +239,9 @@ def _report(paths: dict[str, Path]) -> None:
 
 def _add_common(p: argparse.ArgumentParser, *, data: bool = True) -> None:
     if data:
-        p.add_argument("--input", required=True, help=".h5ad (or .h5mu) with raw counts")
+        p.add_argument(
+            "--input", required=True, help=".h5ad, .h5mu, or Seurat/SingleCellExperiment .rds/.RData with raw counts"
+        )
         p.add_argument("--modality", default=None, help="modality of an .h5mu input (default: the first)")
         p.add_argument("--batch-key", required=True, help="obs column with the batches")
         p.add_argument("--labels-key", default=None, help="obs column with cell-type labels (for metrics)")

@@ -1,0 +1,146 @@
+# Everything that touches reticulate lives in this file and in .scviext_call().
+
+.scviext_env <- new.env(parent = emptyenv())
+
+#' Use a Python environment that has scvi_ext
+#'
+#' Points \pkg{reticulate} at a Python interpreter (or a virtualenv made by \code{\link{install_scviext}})
+#' and checks that it can import \code{scvi_ext}. Call it before any other function of the package, or set
+#' \code{RETICULATE_PYTHON} instead. Once reticulate has started Python in an R session it cannot switch
+#' to another interpreter.
+#'
+#' @param python Path to a Python executable (for example \code{".venv/bin/python"}).
+#' @param envname Name or path of a virtualenv (used when \code{python} is \code{NULL}).
+#' @return Invisibly, the configuration list of \code{\link{scviext_config}}.
+#' @examples
+#' \dontrun{
+#' use_scviext(python = "/opt/scvi-ext/.venv/bin/python")
+#' }
+#' @export
+use_scviext <- function(python = NULL, envname = NULL) {
+  if (is.null(python) && is.null(envname)) {
+    stop("use_scviext(): give `python` (an interpreter path) or `envname` (a virtualenv).", call. = FALSE)
+  }
+  if (!is.null(python)) {
+    if (!file.exists(python)) stop(sprintf("use_scviext(): python '%s' does not exist.", python), call. = FALSE)
+    reticulate::use_python(python, required = TRUE)
+  } else {
+    reticulate::use_virtualenv(envname, required = TRUE)
+  }
+  invisible(scviext_config())
+}
+
+#' Describe the Python side
+#'
+#' @return A list: the Python executable, and (when \code{scvi_ext} imports) its version, the versions of
+#'   scvi-tools and NumPy, the registered methods and the methods with a trainable model.
+#' @examples
+#' \dontrun{
+#' scviext_config()$methods
+#' }
+#' @export
+scviext_config <- function() {
+  interop <- .scviext_py()
+  info <- interop$environment_info()
+  info$python <- reticulate::py_config()$python
+  info$methods <- as.character(unlist(info$methods))
+  info$models <- as.character(unlist(info$models))
+  info
+}
+
+#' Is a method available in the Python environment?
+#'
+#' @param method Method name (see \code{\link{scviext_methods}}).
+#' @param model Require a trainable model class (needed for \code{model_dir}, covariates and query mapping).
+#' @return \code{TRUE} or \code{FALSE}; never an error.
+#' @examples
+#' \dontrun{
+#' scviext_available("sysvi")
+#' }
+#' @export
+scviext_available <- function(method, model = FALSE) {
+  cfg <- tryCatch(scviext_config(), error = function(e) NULL)
+  if (is.null(cfg)) return(FALSE)
+  if (model) method %in% cfg$models else method %in% cfg$methods
+}
+
+.scviext_missing_python_message <- function(python) {
+  sprintf(paste0(
+    "The Python environment reticulate uses (%s) cannot import 'scvi_ext'. ",
+    "Install it with scviext::install_scviext() and call scviext::use_scviext(envname = \"r-scviext\"), ",
+    "or point RETICULATE_PYTHON at an interpreter that has it (for example the project's .venv/bin/python) ",
+    "before loading scviext."), python)
+}
+
+# Import scvi_ext.interop once per session, with an actionable error when it is missing.
+.scviext_py <- function() {
+  if (!is.null(.scviext_env$interop)) return(.scviext_env$interop)
+  python <- tryCatch(reticulate::py_discover_config()$python, error = function(e) "none found")
+  ok <- tryCatch(reticulate::py_module_available("scvi_ext"), error = function(e) FALSE)
+  if (!isTRUE(ok)) {
+    python <- tryCatch(reticulate::py_config()$python, error = function(e) python)
+    stop(.scviext_missing_python_message(python), call. = FALSE)
+  }
+  .scviext_env$interop <- reticulate::import("scvi_ext.interop", convert = TRUE)
+  .scviext_env$interop
+}
+
+# Call a Python function and turn a Python exception into one readable R error.
+.scviext_call <- function(fun, ...) {
+  interop <- .scviext_py()
+  tryCatch(interop[[fun]](...), error = function(e) {
+    msg <- conditionMessage(e)
+    last <- tryCatch(reticulate::py_last_error(), error = function(e2) NULL)
+    if (!is.null(last) && !is.null(last$value)) msg <- paste0(last$type, ": ", last$value)
+    stop(sprintf("scvi_ext (Python) failed in %s(): %s", fun, msg), call. = FALSE)
+  })
+}
+
+#' Create a Python virtualenv with scvi-ext
+#'
+#' Creates a virtualenv with \pkg{reticulate} and installs the CPU build of torch and scvi-ext into it
+#' with pip. Offline: pass the local wheel in \code{wheel} and a folder of wheels (torch, scvi-tools and the
+#' other dependencies) in \code{find_links}; pip then runs with \code{--no-index}.
+#'
+#' @param envname Name or path of the virtualenv.
+#' @param wheel Path to a local \code{scvi_ext} wheel (or source folder); \code{NULL} installs
+#'   \code{scvi-ext} from the package index.
+#' @param find_links Folder of wheels to install from without an index (offline installs).
+#' @param torch Requirement installed first, so that pip does not pull a CUDA build of torch.
+#' @param python Python used to create the virtualenv (default: reticulate's choice).
+#' @return Invisibly, the path of the virtualenv's Python.
+#' @examples
+#' \dontrun{
+#' install_scviext("r-scviext", wheel = "dist/scvi_ext-0.1.0-py3-none-any.whl", find_links = "wheels/")
+#' use_scviext(envname = "r-scviext")
+#' }
+#' @export
+install_scviext <- function(envname = "r-scviext", wheel = NULL, find_links = NULL,
+                            torch = "torch==2.13.0", python = NULL) {
+  plan <- .install_plan(wheel = wheel, find_links = find_links, torch = torch)
+  args <- list(envname = envname)
+  if (!is.null(python)) args$python <- python
+  do.call(reticulate::virtualenv_create, args)
+  for (step in plan) {
+    reticulate::virtualenv_install(envname, packages = step$packages, ignore_installed = FALSE,
+                                   pip_options = step$pip_options)
+  }
+  invisible(reticulate::virtualenv_python(envname))
+}
+
+# The pip steps install_scviext() runs (kept apart so it can be tested without installing anything).
+.install_plan <- function(wheel = NULL, find_links = NULL, torch = "torch==2.13.0") {
+  if (!is.null(wheel) && !file.exists(wheel)) {
+    stop(sprintf("install_scviext(): wheel '%s' does not exist.", wheel), call. = FALSE)
+  }
+  if (!is.null(find_links) && !dir.exists(find_links)) {
+    stop(sprintf("install_scviext(): find_links folder '%s' does not exist.", find_links), call. = FALSE)
+  }
+  opts <- character()
+  if (!is.null(find_links)) opts <- c("--no-index", paste0("--find-links=", normalizePath(find_links)))
+  target <- if (is.null(wheel)) "scvi-ext[r]" else paste0(normalizePath(wheel), "[r]")
+  plan <- list()
+  if (!is.null(torch) && nzchar(torch)) plan[[length(plan) + 1]] <- list(packages = torch, pip_options = opts)
+  plan[[length(plan) + 1]] <- list(packages = target, pip_options = opts)
+  plan
+}

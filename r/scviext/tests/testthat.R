@@ -1,0 +1,4 @@
+library(testthat)
+library(scviext)
+
+test_check("scviext")

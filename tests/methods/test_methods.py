@@ -49,3 +49,11 @@ def test_scvi_baseline_runs(prepared_pbmc, pbmc_counts):
     z = prepared_pbmc.obsm["X_scvi"]
     assert z.shape == (700, 10) and np.isfinite(z).all()
     assert prepared_pbmc.uns["scvi_ext"]["scvi"]["seconds"] > 0
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_registry_entries_resolve(name):
+    """Every registered method imports (lazily) and is callable; model packages stay unimported until used."""
+    run = METHODS[name].run
+    target = run.__wrapped__() if hasattr(run, "__wrapped__") else run
+    assert callable(target)

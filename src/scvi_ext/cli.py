@@ -1,4 +1,4 @@
-"""Command line: ``scvi-ext demo | integrate | benchmark``.
+"""Command line: ``scvi-ext demo | integrate | map-query | benchmark``.
 
 Examples
 --------
@@ -6,6 +6,8 @@ Examples
 
     scvi-ext demo --out out/demo
     scvi-ext integrate --input data.h5ad --method scvi --batch-key batch --labels-key cell_type --out out/run
+    scvi-ext integrate --input ref.h5ad --method piano --batch-key batch --labels-key cell_type --save-model models/ref
+    scvi-ext map-query --input query.h5ad --model-dir models/ref --out out/query
     scvi-ext benchmark --dataset data.h5ad --batch-key batch --labels-key cell_type --methods pca,harmony,scvi
 """
 
@@ -27,6 +29,8 @@ PROG = "scvi-ext"
 INTEGRATED_FILE = "integrated.h5ad"
 METRICS_STEM = "metrics"
 UMAP_FILE = "umap.png"
+MAPPED_FILE = "mapped.h5ad"
+LABELS_FILE = "predicted_labels.csv"
 DEMO_METHODS = ("pca", "harmony", "scvi", "piano", "sysvi", "sccraft", "uniport", "scbiot_ot")
 #: Epochs per trained method in the demo: enough for a meaningful picture in a few minutes on 2 CPU cores.
 #: scBIOT appears as its OT refinement (`scbiot_ot`): its prototype VAE needs far more epochs than a demo has.
@@ -219,11 +223,77 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_integrate(args: argparse.Namespace) -> int:
     adata = read_input(args.input, args.modality)
+    if args.save_model:
+        return _integrate_and_save(adata, args)
     paths = run_integration(
         adata, _parse_methods(args.method), args.batch_key, args.out, labels_key=args.labels_key, layer=args.layer,
         max_epochs=args.max_epochs, seed=args.seed, accelerator=args.accelerator, progress_bar=not args.no_progress,
         plot=not args.no_plot,
     )
+    _report(paths)
+    return 0
+
+
+def _integrate_and_save(adata: AnnData, args: argparse.Namespace) -> int:
+    """``integrate --save-model``: train one model on all features, save it for ``map-query``."""
+    from .interop import integrate_anndata
+
+    methods = _parse_methods(args.method)
+    if len(methods) != 1:
+        raise UserInputError(f"--save-model takes exactly one --method, got {methods}")
+    from ._validation import check_counts, check_obs_key, get_matrix
+
+    check_obs_key(adata, args.batch_key, "batch_key")
+    if args.labels_key:
+        check_obs_key(adata, args.labels_key, "labels_key")
+    counts = get_matrix(adata, args.layer)
+    check_counts(counts, "adata.X" if args.layer is None else f"adata.layers[{args.layer!r}]")
+    work = adata.copy()
+    work.X = counts
+    emb, _, info = integrate_anndata(
+        work, methods[0], args.batch_key, max_epochs=args.max_epochs, seed=args.seed,
+        accelerator=args.accelerator, progress_bar=not args.no_progress, model_dir=args.save_model,
+        labels_key=args.labels_key,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = adata.copy()
+    result.obsm[latent_key(methods[0])] = emb
+    paths = {"h5ad": out / INTEGRATED_FILE, "model": Path(args.save_model)}
+    result.write_h5ad(paths["h5ad"])
+    _report(paths)
+    return 0
+
+
+def _cmd_map_query(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from ._validation import check_counts, get_matrix
+    from .interop import map_query_anndata, read_model_info
+
+    info = read_model_info(args.model_dir)
+    query = read_input(args.input, args.modality)
+    counts = get_matrix(query, args.layer)
+    check_counts(counts, "the query's " + ("X" if args.layer is None else f"layer {args.layer!r}"))
+    work = query.copy()
+    work.X = counts
+    emb, cells, labels, confidence, _ = map_query_anndata(
+        work, args.model_dir, batch_key=args.batch_key, max_epochs=args.max_epochs, seed=args.seed,
+        accelerator=args.accelerator, progress_bar=not args.no_progress,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = query.copy()
+    result.obsm[latent_key(info["method"])] = emb
+    paths = {"h5ad": out / MAPPED_FILE}
+    if labels:
+        key = info.get("labels_key") or "labels"
+        result.obs[f"predicted_{key}"] = pd.Categorical(labels)
+        result.obs[f"predicted_{key}_confidence"] = confidence
+        table = pd.DataFrame({f"predicted_{key}": labels, "confidence": confidence}, index=cells)
+        paths["labels_csv"] = out / LABELS_FILE
+        table.to_csv(paths["labels_csv"])
+    result.write_h5ad(paths["h5ad"])
     _report(paths)
     return 0
 
@@ -275,7 +345,21 @@ def build_parser() -> argparse.ArgumentParser:
     integ.add_argument("--method", required=True, help="method name(s), comma-separated")
     integ.add_argument("--out", default="out/integrate")
     integ.add_argument("--no-plot", action="store_true", help="skip the UMAP figure")
+    integ.add_argument(
+        "--save-model", default=None, metavar="DIR",
+        help="train one model on all features and save it (with the labels, if --labels-key) for map-query",
+    )
     integ.set_defaults(func=_cmd_integrate)
+
+    mq = sub.add_parser("map-query", help="map query cells onto a model saved by `integrate --save-model`")
+    mq.add_argument("--input", required=True, help="query .h5ad, .h5mu or .rds/.RData with raw counts")
+    mq.add_argument("--modality", default=None, help="modality of an .h5mu input (default: the first)")
+    mq.add_argument("--model-dir", required=True, help="folder written by `integrate --save-model`")
+    mq.add_argument("--batch-key", default=None, help="query column with its batches (default: one new batch)")
+    mq.add_argument("--layer", default=None, help="layer with raw counts (default: X)")
+    mq.add_argument("--out", default="out/map-query")
+    _add_common(mq, data=False)
+    mq.set_defaults(func=_cmd_map_query)
 
     sub.add_parser(
         "benchmark",
@@ -303,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (UserInputError, KeyError, ValueError, FileNotFoundError, ImportError) as err:
+    except (UserInputError, KeyError, ValueError, FileNotFoundError, ImportError, NotImplementedError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"{PROG}: error: {msg}", file=sys.stderr)
         return 2

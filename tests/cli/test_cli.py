@@ -86,3 +86,33 @@ def test_console_script_runs():
     exe = str(Path(sys.executable).parent / "scvi-ext")
     out = subprocess.run([exe, "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "integrate" in out.stdout
+
+
+def test_save_model_and_map_query(pbmc_counts, tmp_path):
+    """Reference lanes 1-6 -> saved PIANO model; lanes 7-8 mapped as a query with label transfer."""
+    lanes = pbmc_counts.obs["lane"].astype(str)
+    ref, query = pbmc_counts[~lanes.isin(["7", "8"])].copy(), pbmc_counts[lanes.isin(["7", "8"])].copy()
+    ref.write_h5ad(tmp_path / "ref.h5ad")
+    query.obs = query.obs.drop(columns=["bulk_labels"])
+    query.write_h5ad(tmp_path / "query.h5ad")
+    model_dir = tmp_path / "model"
+    rc = main(["integrate", "--input", str(tmp_path / "ref.h5ad"), "--method", "piano", "--batch-key", "lane",
+               "--labels-key", "bulk_labels", "--save-model", str(model_dir), "--max-epochs", "20",
+               "--out", str(tmp_path / "ref_out"), "--no-progress", "--accelerator", "cpu"])
+    assert rc == 0 and (model_dir / "model.pt").is_file()
+    rc = main(["map-query", "--input", str(tmp_path / "query.h5ad"), "--model-dir", str(model_dir),
+               "--batch-key", "lane", "--max-epochs", "2", "--out", str(tmp_path / "q"), "--no-progress",
+               "--accelerator", "cpu"])
+    assert rc == 0
+    mapped = ad.read_h5ad(tmp_path / "q" / "mapped.h5ad")
+    assert mapped.obsm["X_piano"].shape == (query.n_obs, 32)
+    pred = mapped.obs["predicted_bulk_labels"].astype(str).to_numpy()
+    truth = pbmc_counts.obs.loc[mapped.obs_names, "bulk_labels"].astype(str).to_numpy()
+    majority = pd.Series(truth).value_counts(normalize=True).iloc[0]
+    assert (pred == truth).mean() > majority + 0.2
+    assert ((mapped.obs["predicted_bulk_labels_confidence"] > 0) & (mapped.obs["predicted_bulk_labels_confidence"] <= 1)).all()
+
+
+def test_map_query_without_model(tmp_path, small_h5ad, capsys):
+    assert main(["map-query", "--input", str(small_h5ad), "--model-dir", str(tmp_path / "none")]) == 2
+    assert "has no" in capsys.readouterr().err

@@ -265,6 +265,109 @@ def _train_kwargs(
     return kwargs
 
 
+def integrate_anndata(
+    adata: AnnData,
+    method: str,
+    batch_key: str,
+    *,
+    covariates: Sequence[str] | str | None = None,
+    layer: str = LAYERS.COUNTS,
+    max_epochs: int | None = None,
+    seed: int = DEFAULTS.SEED,
+    n_threads: int | None = None,
+    accelerator: str = "auto",
+    progress_bar: bool = True,
+    model_dir: str | None = None,
+    labels_key: str | None = None,
+    n_pcs: int = DEFAULTS.N_PCS,
+    method_kwargs: Mapping[str, Any] | None = None,
+) -> tuple[np.ndarray, pd.Index, dict[str, Any]]:
+    """Integrate ``adata`` (counts in ``X``) with ``method``; optionally save the model for query mapping.
+
+    The AnnData-level core of :func:`integrate_from_r` and of ``scvi-ext integrate --save-model``: see
+    :func:`integrate_from_r` for the parameters (``adata`` replaces ``matrix``/``obs``).
+
+    Returns
+    -------
+    embedding, cell names, info
+        The latent (cells x dims, float32), the names of its rows and what was run.
+
+    Examples
+    --------
+    >>> emb, cells, info = integrate_anndata(adata, "piano", "batch", model_dir="models/x")  # doctest: +SKIP
+    """
+    from ..methods import get_method, integrate, prepare
+
+    spec = landed_method(method)
+    if spec is None and (method in SUITE_METHODS or get_model_class(method) is None):
+        get_method(method)  # raises the registry's ValueError listing the choices (not landed yet)
+    covariates = [str(c) for c in _as_list(covariates)]
+    method_kwargs = dict(method_kwargs or {})
+    if layer == LAYERS.DATA and method not in DATA_METHODS:
+        raise ValueError(
+            f"method={method!r} models raw counts: use layer='counts' (layer='data' suits {list(DATA_METHODS)})."
+        )
+    _set_threads(n_threads)
+    _seed_everything(seed)
+    n_pcs = max(1, min(int(n_pcs), adata.n_obs - 1, adata.n_vars - 1))
+    info: dict[str, Any] = {"method": method, "batch_key": batch_key, "seed": int(seed), "layer": layer,
+                            "n_features": int(adata.n_vars), "covariates": covariates}
+    if layer == LAYERS.DATA:
+        from .._validation import check_n_categories
+
+        check_n_categories(adata, batch_key)
+        prepared = _prepare_from_data(adata, n_pcs, int(seed))
+        out = integrate(adata, method, batch_key, prepared=prepared, seed=int(seed), **method_kwargs)
+        info["path"] = "registry"
+        return out.obsm[f"X_{method}"], out.obs_names, info
+    if spec is not None and model_dir is None and not covariates:
+        kwargs = {"max_epochs": max_epochs, "accelerator": accelerator, "progress_bar": bool(progress_bar)}
+        prepared = prepare(adata, batch_key, n_hvg=adata.n_vars, n_pcs=n_pcs, seed=int(seed))
+        emb = np.asarray(spec.run(prepared, batch_key, seed=int(seed), **(kwargs if spec.trains else {}),
+                                  **method_kwargs), dtype=np.float32)
+        if emb.shape[0] != prepared.n_obs or not np.isfinite(emb).all():
+            raise RuntimeError(f"method {method!r} returned an invalid embedding of shape {emb.shape}")
+        info["path"] = "registry"
+        return emb, prepared.obs_names, info
+
+    cls = get_model_class(method, required=True)
+    prepared = prepare(adata, batch_key, n_hvg=adata.n_vars, n_pcs=n_pcs, seed=int(seed))
+    categorical, continuous = _split_covariates(prepared, covariates)
+    if labels_key is not None:
+        from .._validation import check_obs_key
+
+        check_obs_key(prepared, labels_key, "labels")
+    prepared, overrides = apply_hook(method, prepared, batch_key, int(seed))
+    setup = {**_setup_kwargs(cls, batch_key, categorical, continuous), **overrides}
+    cls.setup_anndata(prepared, **setup)
+    model = cls(prepared, **method_kwargs)
+    model.train(**_train_kwargs(model, max_epochs, accelerator, progress_bar, prepared.n_obs))
+    emb = np.asarray(model.get_latent_representation(), dtype=np.float32)
+    info["path"] = "model"
+    info["model_class"] = type(model).__name__
+    if model_dir is not None:
+        folder = Path(model_dir)
+        # the reference AnnData is saved too: some models map queries from a loaded reference instance
+        model.save(str(folder), overwrite=True, save_anndata=True)
+        sidecar = {
+            "method": method,
+            "model_class": f"{type(model).__module__}:{type(model).__name__}",
+            "batch_key": batch_key,
+            "categorical_covariates": categorical,
+            "continuous_covariates": continuous,
+            "features": [str(g) for g in prepared.var_names],
+            "labels_key": labels_key,
+            "labels": None if labels_key is None else [str(v) for v in prepared.obs[labels_key]],
+            "seed": int(seed),
+            "n_latent": int(emb.shape[1]),
+        }
+        (folder / FILES.SIDECAR).write_text(json.dumps(sidecar))
+        if labels_key is not None:
+            np.save(folder / FILES.REFERENCE_LATENT, emb)
+        info["model_dir"] = str(folder)
+    return emb, prepared.obs_names, info
+
+
 def integrate_from_r(
     matrix: Mapping[str, Any],
     obs: Mapping[str, Any],
@@ -336,77 +439,24 @@ def integrate_from_r(
     >>> out["dims"]  # doctest: +SKIP
     [80, 30]
     """
-    from ..methods import get_method, integrate, prepare
-
-    spec = landed_method(method)
-    if spec is None and (method in SUITE_METHODS or get_model_class(method) is None):
-        get_method(method)  # raises the registry's ValueError listing the choices (not landed yet)
-    covariates = [str(c) for c in _as_list(covariates)]
-    method_kwargs = dict(method_kwargs or {})
-    if layer == LAYERS.DATA and method not in DATA_METHODS:
-        raise ValueError(
-            f"method={method!r} models raw counts: use layer='counts' (layer='data' suits {list(DATA_METHODS)})."
-        )
-    _set_threads(n_threads)
-    _seed_everything(seed)
     adata = anndata_from_r(matrix, obs, layer=layer)
-    n_pcs = max(1, min(int(n_pcs), adata.n_obs - 1, adata.n_vars - 1))
-    info: dict[str, Any] = {"method": method, "batch_key": batch_key, "seed": int(seed), "layer": layer,
-                            "n_features": int(adata.n_vars), "covariates": covariates}
-    if layer == LAYERS.DATA:
-        from .._validation import check_n_categories
-
-        check_n_categories(adata, batch_key)
-        prepared = _prepare_from_data(adata, n_pcs, int(seed))
-        out = integrate(adata, method, batch_key, prepared=prepared, seed=int(seed), **method_kwargs)
-        info["path"] = "registry"
-        return {**_to_r(out.obsm[f"X_{method}"], out.obs_names), KEYS.INFO: info}
-    if spec is not None and model_dir is None and not covariates:
-        kwargs = {"max_epochs": max_epochs, "accelerator": accelerator, "progress_bar": bool(progress_bar)}
-        prepared = prepare(adata, batch_key, n_hvg=adata.n_vars, n_pcs=n_pcs, seed=int(seed))
-        emb = np.asarray(spec.run(prepared, batch_key, seed=int(seed), **(kwargs if spec.trains else {}),
-                                  **method_kwargs), dtype=np.float32)
-        if emb.shape[0] != prepared.n_obs or not np.isfinite(emb).all():
-            raise RuntimeError(f"method {method!r} returned an invalid embedding of shape {emb.shape}")
-        info["path"] = "registry"
-        return {**_to_r(emb, prepared.obs_names), KEYS.INFO: info}
-
-    cls = get_model_class(method, required=True)
-    prepared = prepare(adata, batch_key, n_hvg=adata.n_vars, n_pcs=n_pcs, seed=int(seed))
-    categorical, continuous = _split_covariates(prepared, covariates)
-    if labels_key is not None:
-        from .._validation import check_obs_key
-
-        check_obs_key(prepared, labels_key, "labels")
-    prepared, overrides = apply_hook(method, prepared, batch_key, int(seed))
-    setup = {**_setup_kwargs(cls, batch_key, categorical, continuous), **overrides}
-    cls.setup_anndata(prepared, **setup)
-    model = cls(prepared, **method_kwargs)
-    model.train(**_train_kwargs(model, max_epochs, accelerator, progress_bar, prepared.n_obs))
-    emb = np.asarray(model.get_latent_representation(), dtype=np.float32)
-    info["path"] = "model"
-    info["model_class"] = type(model).__name__
-    if model_dir is not None:
-        folder = Path(model_dir)
-        # the reference AnnData is saved too: some models map queries from a loaded reference instance
-        model.save(str(folder), overwrite=True, save_anndata=True)
-        sidecar = {
-            "method": method,
-            "model_class": f"{type(model).__module__}:{type(model).__name__}",
-            "batch_key": batch_key,
-            "categorical_covariates": categorical,
-            "continuous_covariates": continuous,
-            "features": [str(g) for g in prepared.var_names],
-            "labels_key": labels_key,
-            "labels": None if labels_key is None else [str(v) for v in prepared.obs[labels_key]],
-            "seed": int(seed),
-            "n_latent": int(emb.shape[1]),
-        }
-        (folder / FILES.SIDECAR).write_text(json.dumps(sidecar))
-        if labels_key is not None:
-            np.save(folder / FILES.REFERENCE_LATENT, emb)
-        info["model_dir"] = str(folder)
-    return {**_to_r(emb, prepared.obs_names), KEYS.INFO: info}
+    emb, cells, info = integrate_anndata(
+        adata,
+        method,
+        batch_key,
+        covariates=covariates,
+        layer=layer,
+        max_epochs=max_epochs,
+        seed=seed,
+        n_threads=n_threads,
+        accelerator=accelerator,
+        progress_bar=progress_bar,
+        model_dir=model_dir,
+        labels_key=labels_key,
+        n_pcs=n_pcs,
+        method_kwargs=method_kwargs,
+    )
+    return {**_to_r(emb, cells), KEYS.INFO: info}
 
 
 def read_model_info(model_dir: str) -> dict[str, Any]:
@@ -490,6 +540,89 @@ def transfer_labels(
     return predicted, confidence
 
 
+def map_query_anndata(
+    query: AnnData,
+    model_dir: str,
+    *,
+    batch_key: str | None = None,
+    max_epochs: int | None = None,
+    seed: int = DEFAULTS.SEED,
+    n_threads: int | None = None,
+    accelerator: str = "auto",
+    progress_bar: bool = True,
+) -> tuple[np.ndarray, pd.Index, list[str], list[float], dict[str, Any]]:
+    """Map the query cells of ``query`` (counts in ``X``) onto a reference model saved with ``model_dir``.
+
+    The AnnData-level core of :func:`map_query_from_r` and of ``scvi-ext map-query``: see
+    :func:`map_query_from_r` for the parameters (``query`` replaces ``matrix``/``obs``).
+
+    Returns
+    -------
+    embedding, cell names, labels, confidence, info
+        Query latent (cells x dims), its row names, the transferred labels and their confidence (empty lists
+        when the reference was saved without labels) and what was run.
+
+    Examples
+    --------
+    >>> emb, cells, labels, conf, info = map_query_anndata(query, "models/x", max_epochs=5)  # doctest: +SKIP
+    """
+    import anndata
+
+    from .._constants import DEFAULTS as D
+
+    sidecar = read_model_info(model_dir)
+    if sidecar["method"] in QUERY_UNSUPPORTED:
+        raise NotImplementedError(
+            f"Query mapping for {sidecar['method']!r} is not supported yet: {QUERY_UNSUPPORTED[sidecar['method']]}."
+        )
+    cls = get_model_class(sidecar["method"], required=True)
+    _set_threads(n_threads)
+    _seed_everything(seed)
+    from .._validation import check_counts
+
+    check_counts(query.X, "the query's counts")
+    ref_batch = sidecar["batch_key"]
+    if batch_key is None:
+        query.obs[ref_batch] = pd.Categorical([QUERY_BATCH] * query.n_obs)
+    else:
+        from .._validation import check_obs_key
+
+        check_obs_key(query, batch_key, "batch")
+        query.obs[ref_batch] = pd.Categorical(query.obs[batch_key].astype(str))
+    for key in sidecar["categorical_covariates"] + sidecar["continuous_covariates"]:
+        from .._validation import check_obs_key
+
+        check_obs_key(query, key, "covariates")
+    q = _align_query(query, sidecar["features"])
+    q.layers[LAYERS.COUNTS] = q.X.copy()
+    import scanpy as sc
+
+    sc.pp.normalize_total(q, target_sum=D.TARGET_SUM)
+    sc.pp.log1p(q)
+    q = anndata.AnnData(X=q.X, obs=q.obs, var=q.var, layers={LAYERS.COUNTS: q.layers[LAYERS.COUNTS]})
+    q, _ = apply_hook(sidecar["method"], q, ref_batch, int(seed))
+    load_kwargs = {"accelerator": accelerator} if "accelerator" in inspect.signature(cls.load_query_data).parameters else {}
+    try:
+        model = cls.load_query_data(q, str(model_dir), **load_kwargs)
+    except (TypeError, AttributeError):  # this model's load_query_data wants a reference instance
+        model = cls.load_query_data(q, cls.load(str(model_dir)), **load_kwargs)
+    try:
+        model.train(**_train_kwargs(model, max_epochs, accelerator, progress_bar, q.n_obs, query=True))
+    except ValueError as err:
+        if "Nothing to train" not in str(err):
+            raise
+        model.is_trained_ = True  # no new batch: the frozen reference already embeds the query
+    emb = np.asarray(model.get_latent_representation(), dtype=np.float32)
+    labels: list[str] = []
+    confidence: list[float] = []
+    if sidecar.get("labels"):
+        ref_latent = np.load(Path(model_dir) / FILES.REFERENCE_LATENT)
+        labels, confidence = transfer_labels(ref_latent, sidecar["labels"], emb)
+    info = {"method": sidecar["method"], "model_dir": str(model_dir), "seed": int(seed),
+            "labels_key": sidecar.get("labels_key")}
+    return emb, q.obs_names, labels, confidence, info
+
+
 def map_query_from_r(
     matrix: Mapping[str, Any],
     obs: Mapping[str, Any],
@@ -531,62 +664,15 @@ def map_query_from_r(
     --------
     >>> out = map_query_from_r(m, {}, "models/pbmc", max_epochs=2)  # doctest: +SKIP
     """
-    import anndata
-
-    from .._constants import DEFAULTS as D
-
-    sidecar = read_model_info(model_dir)
-    if sidecar["method"] in QUERY_UNSUPPORTED:
-        raise NotImplementedError(
-            f"Query mapping for {sidecar['method']!r} is not supported yet: {QUERY_UNSUPPORTED[sidecar['method']]}."
-        )
-    cls = get_model_class(sidecar["method"], required=True)
-    _set_threads(n_threads)
-    _seed_everything(seed)
     query = anndata_from_r(matrix, obs, layer=LAYERS.COUNTS)
-    from .._validation import check_counts
-
-    check_counts(query.X, "the query's counts")
-    ref_batch = sidecar["batch_key"]
-    if batch_key is None:
-        query.obs[ref_batch] = pd.Categorical([QUERY_BATCH] * query.n_obs)
-    else:
-        from .._validation import check_obs_key
-
-        check_obs_key(query, batch_key, "batch")
-        query.obs[ref_batch] = pd.Categorical(query.obs[batch_key].astype(str))
-    for key in sidecar["categorical_covariates"] + sidecar["continuous_covariates"]:
-        from .._validation import check_obs_key
-
-        check_obs_key(query, key, "covariates")
-    q = _align_query(query, sidecar["features"])
-    q.layers[LAYERS.COUNTS] = q.X.copy()
-    import scanpy as sc
-
-    sc.pp.normalize_total(q, target_sum=D.TARGET_SUM)
-    sc.pp.log1p(q)
-    q = anndata.AnnData(X=q.X, obs=q.obs, var=q.var, layers={LAYERS.COUNTS: q.layers[LAYERS.COUNTS]})
-    q, _ = apply_hook(sidecar["method"], q, ref_batch, int(seed))
-    load_kwargs = {"accelerator": accelerator} if "accelerator" in inspect.signature(cls.load_query_data).parameters else {}
-    try:
-        model = cls.load_query_data(q, str(model_dir), **load_kwargs)
-    except (TypeError, AttributeError):  # this model's load_query_data wants a reference instance
-        model = cls.load_query_data(q, cls.load(str(model_dir)), **load_kwargs)
-    try:
-        model.train(**_train_kwargs(model, max_epochs, accelerator, progress_bar, q.n_obs, query=True))
-    except ValueError as err:
-        if "Nothing to train" not in str(err):
-            raise
-        model.is_trained_ = True  # no new batch: the frozen reference already embeds the query
-    emb = np.asarray(model.get_latent_representation(), dtype=np.float32)
-    result = {**_to_r(emb, q.obs_names)}
-    labels: list[str] = []
-    confidence: list[float] = []
-    if sidecar.get("labels"):
-        ref_latent = np.load(Path(model_dir) / FILES.REFERENCE_LATENT)
-        labels, confidence = transfer_labels(ref_latent, sidecar["labels"], emb)
-    result[KEYS.LABELS] = labels
-    result[KEYS.CONFIDENCE] = confidence
-    result[KEYS.INFO] = {"method": sidecar["method"], "model_dir": str(model_dir), "seed": int(seed),
-                         "labels_key": sidecar.get("labels_key")}
-    return result
+    emb, cells, labels, confidence, info = map_query_anndata(
+        query,
+        model_dir,
+        batch_key=batch_key,
+        max_epochs=max_epochs,
+        seed=seed,
+        n_threads=n_threads,
+        accelerator=accelerator,
+        progress_bar=progress_bar,
+    )
+    return {**_to_r(emb, cells), KEYS.LABELS: labels, KEYS.CONFIDENCE: confidence, KEYS.INFO: info}

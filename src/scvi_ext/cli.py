@@ -234,6 +234,17 @@ def _cmd_integrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _counts_in_x(adata: AnnData, layer: str | None, where: str) -> AnnData:
+    """A copy of ``adata`` with its checked raw counts (``X`` or ``layers[layer]``) in ``X``."""
+    from ._validation import check_counts, get_matrix
+
+    counts = get_matrix(adata, layer)
+    check_counts(counts, where)
+    work = adata.copy()
+    work.X = counts
+    return work
+
+
 def _integrate_and_save(adata: AnnData, args: argparse.Namespace) -> int:
     """``integrate --save-model``: train one model on all features, save it for ``map-query``."""
     from .interop import integrate_anndata
@@ -241,15 +252,12 @@ def _integrate_and_save(adata: AnnData, args: argparse.Namespace) -> int:
     methods = _parse_methods(args.method)
     if len(methods) != 1:
         raise UserInputError(f"--save-model takes exactly one --method, got {methods}")
-    from ._validation import check_counts, check_obs_key, get_matrix
+    from ._validation import check_obs_key
 
     check_obs_key(adata, args.batch_key, "batch_key")
     if args.labels_key:
         check_obs_key(adata, args.labels_key, "labels_key")
-    counts = get_matrix(adata, args.layer)
-    check_counts(counts, "adata.X" if args.layer is None else f"adata.layers[{args.layer!r}]")
-    work = adata.copy()
-    work.X = counts
+    work = _counts_in_x(adata, args.layer, "adata.X" if args.layer is None else f"adata.layers[{args.layer!r}]")
     emb, _, info = integrate_anndata(
         work, methods[0], args.batch_key, max_epochs=args.max_epochs, seed=args.seed,
         accelerator=args.accelerator, progress_bar=not args.no_progress, model_dir=args.save_model,

@@ -15,11 +15,35 @@ if TYPE_CHECKING:
     from anndata import AnnData
 
 
+#: Values examined per chunk by the checks below: their temporaries stay ~ a few MB whatever the matrix size
+#: (a 200k x 2000 matrix would otherwise need several full-size float/bool copies).
+_CHUNK = 1 << 22
+
+
 def _values(X) -> np.ndarray:
-    """Stored values of a dense or sparse matrix (no densification)."""
+    """Stored values of a dense or sparse matrix as a flat array (no densification, no copy when contiguous)."""
     if sp.issparse(X):
-        return np.asarray(X.data)
-    return np.asarray(X)
+        return np.asarray(X.data).reshape(-1)
+    return np.asarray(X).reshape(-1)
+
+
+def _chunks(vals: np.ndarray):
+    """Consecutive slices (views) of a flat array, ``_CHUNK`` values each."""
+    for start in range(0, vals.size, _CHUNK):
+        yield vals[start : start + _CHUNK]
+
+
+def _count_nonfinite(vals: np.ndarray) -> int:
+    return int(sum(int(np.count_nonzero(~np.isfinite(c))) for c in _chunks(vals)))
+
+
+def _first_noninteger(vals: np.ndarray) -> float | None:
+    """First value with a fractional part, or ``None`` when all are whole (checked chunk by chunk)."""
+    for c in _chunks(vals):
+        frac = np.mod(c, 1) != 0
+        if frac.any():
+            return float(c[np.argmax(frac)])
+    return None
 
 
 def check_nonempty(adata: AnnData) -> None:
@@ -95,9 +119,10 @@ def check_finite(X, where: str = "adata.X") -> None:
     >>> check_finite(np.ones((2, 2)))
     """
     vals = _values(X)
-    if vals.dtype.kind in "fc" and not np.isfinite(vals).all():
-        n_bad = int((~np.isfinite(vals)).sum())
-        raise ValueError(f"{where} contains {n_bad} NaN or infinite values; remove or impute them first.")
+    if vals.dtype.kind in "fc":
+        n_bad = _count_nonfinite(vals)
+        if n_bad:
+            raise ValueError(f"{where} contains {n_bad} NaN or infinite values; remove or impute them first.")
 
 
 def check_counts(X, where: str = "adata.X") -> None:
@@ -123,11 +148,13 @@ def check_counts(X, where: str = "adata.X") -> None:
     vals = _values(X)
     if vals.size and vals.min() < 0:
         raise ValueError(f"{where} has negative values (min {vals.min():g}); raw counts are required.")
-    if vals.dtype.kind in "fc" and vals.size and not np.all(np.equal(np.mod(vals, 1), 0)):
-        raise ValueError(
-            f"{where} does not hold integer counts (e.g. {vals[np.mod(vals, 1) != 0][0]:g}); this method "
-            "models raw UMI/read counts: pass `layer=` naming a counts layer."
-        )
+    if vals.dtype.kind in "fc" and vals.size:
+        bad = _first_noninteger(vals)
+        if bad is not None:
+            raise ValueError(
+                f"{where} does not hold integer counts (e.g. {bad:g}); this method "
+                "models raw UMI/read counts: pass `layer=` naming a counts layer."
+            )
 
 
 def looks_like_counts(X) -> bool:
@@ -141,7 +168,9 @@ def looks_like_counts(X) -> bool:
     vals = _values(X)
     if vals.size == 0:
         return True
-    return bool(vals.min() >= 0 and np.all(np.equal(np.mod(vals, 1), 0)))
+    if vals.dtype.kind not in "fc":
+        return bool(vals.min() >= 0)
+    return bool(vals.min() >= 0 and _first_noninteger(vals) is None)
 
 
 def check_obs_key(adata: AnnData, key: str, argument: str = "batch_key") -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from ._constants import PIANO_DEFAULTS, PIANO_KEYS
 from ._fast import choose_data_mode, expand_csr_rows, fast_train, kl_weight_at, make_resident_data
 from ._integrate import run_piano
-from ._model import PIANO
+from ._model import PIANO, default_max_epochs
 from ._module import PIANOModule, nb_log_prob_log_xi_psi, nb_log_prob_xi_psi, zinb_log_prob_xi_psi
 from ._trainingplan import PIANOTrainingPlan
 
@@ -27,6 +27,7 @@ __all__ = [
     "PIANOModule",
     "PIANOTrainingPlan",
     "choose_data_mode",
+    "default_max_epochs",
     "expand_csr_rows",
     "fast_train",
     "kl_weight_at",

@@ -26,6 +26,7 @@ class _PianoDefaults(NamedTuple):
     WEIGHT_DECAY: float = 0.0
     BATCH_SIZE: int = 128
     MAX_EPOCHS: int = 200
+    MIN_TRAIN_STEPS: int = 1000  # scvi-ext: small data trains for more epochs (see default_max_epochs)
     MAX_KL_WEIGHT: float = 1.0
     MIN_KL_WEIGHT: float = 0.0
     N_EPOCHS_KL_WARMUP: int = 400  # paper: beta reaches 1 after 400 epochs, i.e. 0.5 at epoch 200 (§2.1)

@@ -217,12 +217,42 @@ class ResidentData:
 
 
 def _integer_max(X) -> float | None:
-    vals = X.data if sp.issparse(X) else np.asarray(X)
+    """Largest value if all stored values are integers, else ``None`` (chunked: no full-size temporaries)."""
+    from .._validation import _first_noninteger, _values
+
+    vals = _values(X)
     if vals.size == 0:
         return 0.0
-    if vals.dtype.kind in "iu" or np.all(np.equal(np.mod(vals, 1), 0)):
+    if vals.dtype.kind in "iu" or _first_noninteger(vals) is None:
         return float(vals.max())
     return None
+
+
+def _row_lgamma_sums(X, block: int = 8192) -> np.ndarray:
+    """``sum_g lgamma(x_g + 1)`` per cell, computed over row blocks so that only one block is ever float64.
+
+    Examples
+    --------
+    >>> _row_lgamma_sums(np.array([[0, 2], [3, 0]])).round(4)
+    array([0.6931, 1.7918])
+    """
+    from scipy.special import gammaln
+
+    n = X.shape[0]
+    out = np.empty(n, dtype=np.float64)
+    Xc = X.tocsr() if sp.issparse(X) and not sp.isspmatrix_csr(X) else X
+    for s in range(0, n, block):
+        part = Xc[s : s + block]
+        if sp.issparse(part):
+            vals = gammaln(np.asarray(part.data, dtype=np.float64) + 1.0)
+            lengths = np.diff(part.indptr)
+            sums = np.zeros(part.shape[0])
+            nz = lengths > 0
+            sums[nz] = np.add.reduceat(vals, part.indptr[:-1][nz]) if vals.size else 0.0
+            out[s : s + block] = sums
+        else:
+            out[s : s + block] = gammaln(np.asarray(part, dtype=np.float64) + 1.0).sum(1)
+    return out
 
 
 def make_resident_data(
@@ -261,11 +291,7 @@ def make_resident_data(
     if mode == "auto":
         mode = choose_data_mode(n, G, nnz, imax, device)
     small_int = imax is not None and imax <= 65535
-    from scipy.special import gammaln
-
-    Xs = sp.csr_matrix(X, dtype=np.float64)
-    Xs.data = gammaln(Xs.data + 1.0)
-    lgx1 = torch.as_tensor(np.asarray(Xs.sum(1)).ravel(), dtype=torch.float32)
+    lgx1 = torch.as_tensor(_row_lgamma_sums(X), dtype=torch.float32)
     out = ResidentData(
         mode=mode,
         n_obs=n,

@@ -10,7 +10,6 @@ import numpy as np
 if TYPE_CHECKING:
     from anndata import AnnData
 
-DEFAULT_EPOCHS = 200  # the paper's budget (piano.md §1.6)
 DESCRIPTION = "PIANO: VAE with a negative-binomial GLM over all covariates, fast device-resident training"
 
 
@@ -35,7 +34,7 @@ def run_piano(
     batch_key
         Batch column (a categorical covariate).
     max_epochs
-        Epochs (``None``: 200, the paper's default).
+        Epochs (``None``: :func:`~scvi_ext.piano.default_max_epochs`, 200 except on small data).
     accelerator
         ``"auto"``, ``"cpu"`` or ``"cuda"``/``"gpu"``.
     progress_bar
@@ -75,7 +74,7 @@ def run_piano(
     )
     model = PIANO(ad, **kwargs)
     model.train(
-        max_epochs=max_epochs or DEFAULT_EPOCHS,
+        max_epochs=max_epochs,  # None: PIANO's default (200, more on small data)
         accelerator=accelerator,
         progress_bar=progress_bar,
         seed=seed,

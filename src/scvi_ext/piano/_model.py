@@ -19,7 +19,7 @@ from scvi.data.fields import (
     LayerField,
     NumericalJointObsField,
 )
-from scvi.model.base import ArchesMixin, BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
+from scvi.model.base import ArchesMixin, BaseModelClass, RNASeqMixin, UnsupervisedTrainingMixin, VAEMixin
 from scvi.model.base._archesmixin import _get_loaded_data
 from scvi.utils import setup_anndata_dsp
 
@@ -35,7 +35,36 @@ logger = logging.getLogger(__name__)
 _CAT_REGISTRY_KEYS = (REGISTRY_KEYS.BATCH_KEY, REGISTRY_KEYS.CAT_COVS_KEY)
 
 
-class PIANO(ArchesMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
+def default_max_epochs(n_cells: int, batch_size: int = D.BATCH_SIZE) -> int:
+    """PIANO's default epoch count: the paper's 200, or enough epochs for 1,000 optimiser steps on small data.
+
+    The published default (piano.md §1.6) assumes atlas-sized data; at 200 cells and batch 128 an epoch is one
+    step, so 200 epochs are 200 updates and the embedding is undertrained (scmerge_mesc: Bio 0.346 at 200
+    epochs vs 0.506 at 1,000, benchmarks/results/piano/quality.md). Data with >= 5 full batches (640 cells at
+    batch 128) keep 200.
+
+    Parameters
+    ----------
+    n_cells
+        Training cells.
+    batch_size
+        Cells per step (the last partial batch is dropped).
+
+    Returns
+    -------
+    int
+        ``max(200, ceil(1000 / steps_per_epoch))``.
+
+    Examples
+    --------
+    >>> default_max_epochs(200), default_max_epochs(700), default_max_epochs(100_000)
+    (1000, 200, 200)
+    """
+    steps = max(int(n_cells) // max(min(int(batch_size), int(n_cells)), 1), 1)
+    return max(D.MAX_EPOCHS, math.ceil(D.MIN_TRAIN_STEPS / steps))
+
+
+class PIANO(ArchesMixin, VAEMixin, RNASeqMixin, UnsupervisedTrainingMixin, BaseModelClass):
     """PIANO: a VAE with a negative-binomial GLM output layer over all covariates, with a fast training loop.
 
     Wang et al. (2025), *Fast Optimization of Robust Transcriptomics Embeddings using Probabilistic Inference
@@ -311,7 +340,9 @@ class PIANO(ArchesMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         Parameters
         ----------
         max_epochs
-            Epochs (default 200, piano.md §1.6; 20 for a query model).
+            Epochs. Default: 200 (piano.md §1.6), raised on small data so that training makes at least
+            1,000 optimiser steps (:func:`default_max_epochs`; e.g. 1,000 epochs for 200 cells); 20 for a query
+            model.
         batch_size
             Cells per step (steps per epoch = ``n // batch_size``, last partial batch dropped).
         accelerator, devices
@@ -351,9 +382,7 @@ class PIANO(ArchesMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         >>> model.train(max_epochs=10, fast=False)  # doctest: +SKIP
         """
         plan_kwargs = dict(plan_kwargs or {})
-        if max_epochs is None:
-            max_epochs = 20 if self._query_mode else D.MAX_EPOCHS
-        if int(max_epochs) < 1:
+        if max_epochs is not None and int(max_epochs) < 1:
             raise ValueError(f"max_epochs must be >= 1, got {max_epochs}.")
         n_epochs_warm = plan_kwargs.pop("n_epochs_kl_warmup", D.N_EPOCHS_KL_WARMUP)
         max_kl = float(plan_kwargs.pop("max_kl_weight", D.MAX_KL_WEIGHT))
@@ -369,6 +398,8 @@ class PIANO(ArchesMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
             logger.info("batch_size=%d > %d cells: using batch_size=%d", batch_size, n, n)
             batch_size = n
         steps_per_epoch = max(n // batch_size, 1)
+        if max_epochs is None:
+            max_epochs = 20 if self._query_mode else default_max_epochs(n, batch_size)
         if fast:
             limit = trainer_kwargs.pop("limit_train_batches", None)
             if trainer_kwargs:
@@ -574,42 +605,138 @@ class PIANO(ArchesMixin, VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         self,
         adata: AnnData | None = None,
         indices: Sequence[int] | None = None,
-        covariates: str | Mapping[str, Any] | None = None,
+        transform_batch: str | int | Sequence[str | int] | None = None,
+        gene_list: Sequence[str] | None = None,
         library_size: float | Literal["latent"] = 1.0,
-        give_mean_z: bool = True,
-        batch_size: int = 4096,
+        n_samples: int = 1,
+        n_samples_overall: int | None = None,
+        return_mean: bool = True,
+        covariates: str | Mapping[str, Any] | None = None,
+        give_mean_z: bool | None = None,
+        batch_size: int | None = None,
         return_numpy: bool = False,
+        weights: Literal["uniform", "importance"] | None = None,
+        **importance_weighting_kwargs,
     ) -> pd.DataFrame | np.ndarray:
         """Decoder gene proportions ``rho`` (``library_size=1``), scaled, or the model mean ``mu``.
 
+        Signature-compatible with :meth:`scvi.model.base.RNASeqMixin.get_normalized_expression`, so scvi's
+        ``differential_expression`` (which calls this with ``n_samples=1`` and ``transform_batch``) works.
+
         Parameters
         ----------
-        adata, indices, covariates, give_mean_z, batch_size, return_numpy
-            As :meth:`get_counterfactual_expression` (``covariates=None`` keeps each cell's own).
+        adata, indices
+            Cells (default: all of the training data).
+        transform_batch
+            A batch category (or a list: averaged) used for every cell instead of its own batch; shorthand for
+            ``covariates={batch_key: transform_batch}``.
+        gene_list
+            Return only these genes.
         library_size
             A number multiplies ``rho``; ``"latent"`` returns the NB-GLM mean ``mu`` (includes the learned
             library and covariate terms).
+        n_samples
+            Posterior draws of ``z`` to average (``1`` with ``give_mean_z`` unset uses the posterior mean).
+        n_samples_overall
+            Decode this many cells drawn with replacement from ``indices`` (scvi's semantics, used by
+            ``differential_expression``), one posterior draw each.
+        return_mean
+            With ``n_samples > 1``: average the draws (``True``) or return ``[n_samples, cells, genes]``.
+        covariates
+            As :meth:`get_counterfactual_expression` (``None`` keeps each cell's own).
+        give_mean_z
+            Decode the posterior mean (default: ``True`` when ``n_samples == 1``).
+        batch_size
+            Cells per forward pass (default 4096).
+        return_numpy
+            Return an array instead of a DataFrame (always an array for 3-D output).
+        weights
+            ``None``/``"uniform"`` only; importance weighting (scvi's ``"importance"``) is not implemented.
+        **importance_weighting_kwargs
+            Accepted for signature compatibility; must be empty.
 
         Returns
         -------
         pandas.DataFrame or numpy.ndarray
-            Cells x genes.
+            Cells x genes (or samples x cells x genes).
 
         Examples
         --------
         >>> rho = model.get_normalized_expression(library_size=1e4)  # doctest: +SKIP
+        >>> de = model.differential_expression(groupby="cell_type", group1="B")  # doctest: +SKIP
         """
-        if library_size == "latent":
-            vals = self._decode_batches(adata, indices, covariates, give_mean_z, batch_size, "mu")
-        else:
-            vals = self._decode_batches(adata, indices, covariates, give_mean_z, batch_size, "rho") * float(
-                library_size
-            )
+        if weights not in (None, "uniform"):
+            raise NotImplementedError(f"weights={weights!r}: PIANO supports only uniform weights.")
+        if importance_weighting_kwargs:
+            raise TypeError(f"Unexpected arguments {sorted(importance_weighting_kwargs)}.")
+        if int(n_samples) < 1:
+            raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
+        if transform_batch is not None:
+            if not self._include_batch():
+                raise ValueError("transform_batch needs a model set up with batch_key.")
+            if covariates is not None and not isinstance(covariates, Mapping):
+                raise ValueError("Pass either transform_batch or covariates='marginal', not both.")
+            batch_key = self._setup_arg("batch_key", None)
+            covariates = {**dict(covariates or {}), batch_key: transform_batch}
+        batch_size = 4096 if batch_size is None else int(batch_size)
+        if n_samples_overall is not None:
+            pool = np.arange(self._validate_anndata(adata).n_obs) if indices is None else np.asarray(indices)
+            rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,))))  # follows torch's seed
+            indices = rng.choice(pool, int(n_samples_overall))
+            n_samples, give_mean_z = 1, False
+        output = "mu" if library_size == "latent" else "rho"
+        scale = 1.0 if library_size == "latent" else float(library_size)
+        if give_mean_z is None:
+            give_mean_z = n_samples == 1
+        draws = [
+            self._decode_batches(adata, indices, covariates, give_mean_z, batch_size, output) * scale
+            for _ in range(1 if give_mean_z else int(n_samples))
+        ]
+        ad = self._validate_anndata(adata)
+        genes = np.ones(ad.n_vars, dtype=bool)
+        if gene_list is not None:
+            genes = np.isin(ad.var_names, list(gene_list))
+            if not genes.any():
+                raise ValueError("None of the genes in gene_list are in the data.")
+        if len(draws) > 1 and not return_mean:
+            return np.stack(draws, 0)[..., genes]
+        vals = (draws[0] if len(draws) == 1 else np.mean(draws, 0))[:, genes]
         if return_numpy:
             return vals
-        ad = self._validate_anndata(adata)
         obs = ad.obs_names if indices is None else ad.obs_names[np.asarray(indices)]
-        return pd.DataFrame(vals, index=obs, columns=ad.var_names)
+        return pd.DataFrame(vals, index=obs, columns=ad.var_names[genes])
+
+    @torch.inference_mode()
+    def get_latent_library_size(
+        self,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        give_mean: bool = True,
+        batch_size: int | None = None,
+    ) -> np.ndarray:
+        """Library size of each cell: PIANO uses the observed total count (a GLM input, not a latent variable).
+
+        Parameters
+        ----------
+        adata, indices
+            Cells (default: all of the training data).
+        give_mean, batch_size
+            Accepted for compatibility with :class:`scvi.model.base.RNASeqMixin`; the value is observed.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``[cells, 1]`` total counts.
+
+        Examples
+        --------
+        >>> lib = model.get_latent_library_size()  # doctest: +SKIP
+        """
+        adata = self._validate_anndata(adata)
+        X = self.get_anndata_manager(adata, required=True).get_from_registry(REGISTRY_KEYS.X_KEY)
+        if indices is not None:
+            X = X[np.asarray(indices)]
+        return np.asarray(X.sum(1), dtype=np.float64).reshape(-1, 1)
 
     # ------------------------------------------------------------------ query mapping
     @classmethod

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from scvi import REGISTRY_KEYS
-from scvi.distributions import ZeroInflatedNegativeBinomial
+from scvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from torch import nn
-from torch.distributions import NegativeBinomial, Normal, kl_divergence
+from torch.distributions import Normal, kl_divergence
 
 from ..nn import grad_reverse
 from ._constants import DISTRIBUTIONS, PARAMETERIZATIONS
@@ -458,8 +458,31 @@ class PIANOModule(BaseModuleClass):
         return log_rho, log_mu, log_xi, psi, gate
 
     @auto_move_data
-    def generative(self, z: torch.Tensor, library: torch.Tensor, cov: torch.Tensor) -> dict:
-        """Decoder + NB-GLM (§1.3–1.4). Returns ``rho``, ``mu``, ``psi``, ``xi`` and the distribution ``px``."""
+    @property
+    def gene_likelihood(self) -> str:
+        """``"nb"`` or ``"zinb"`` (the name scvi's ``RNASeqMixin`` reads)."""
+        return self.distribution
+
+    def generative(
+        self, z: torch.Tensor, library: torch.Tensor, cov: torch.Tensor, transform_batch: int | None = None
+    ) -> dict:
+        """Decoder + NB-GLM (§1.3–1.4). Returns ``rho``, ``mu``, ``psi``, ``xi`` and the distribution ``px``.
+
+        ``transform_batch`` (a batch code) replaces every cell's batch block by that batch's one-hot, the
+        counterfactual that scvi's ``RNASeqMixin`` asks for; it needs the batch key among the covariates.
+        """
+        if transform_batch is not None:
+            if not self._include_batch:
+                raise ValueError(
+                    "transform_batch needs a model set up with batch_key (the batch is a covariate)."
+                )
+            n_b = int(self.n_cats_per_key[0])
+            code = int(transform_batch)
+            if not 0 <= code < n_b:
+                raise ValueError(f"transform_batch code {code} is not a batch code (0..{n_b - 1}).")
+            cov = cov.clone()
+            cov[:, :n_b] = 0.0
+            cov[:, code] = 1.0
         shape = z.shape[:-1]
         if z.dim() == 3:  # n_samples > 1
             S = z.shape[0]
@@ -566,8 +589,13 @@ class PIANOModule(BaseModuleClass):
         return loss, nll.detach().sum(), kl.detach().sum(), adv_sum
 
     @torch.inference_mode()
-    def sample(self, tensors: dict[str, torch.Tensor], n_samples: int = 1) -> torch.Tensor:
-        """Draw counts from ``px`` for the cells of ``tensors`` (``[n_samples, B, G]``, squeezed if 1)."""
-        _, gen = self.forward(tensors, compute_loss=False)
-        s = gen["px"].sample((n_samples,))
-        return s[0] if n_samples == 1 else s
+    def sample(
+        self, tensors: dict[str, torch.Tensor], n_samples: int = 1, generative_kwargs: dict | None = None
+    ) -> torch.Tensor:
+        """Draw counts from ``px`` for the cells of ``tensors``: ``[B, G]``, or ``[B, G, n_samples]`` (scvi's layout).
+
+        ``generative_kwargs`` (e.g. ``{"transform_batch": code}``) go to :meth:`generative`.
+        """
+        _, gen = self.forward(tensors, generative_kwargs=generative_kwargs, compute_loss=False)
+        s = gen["px"].sample((n_samples,)).cpu()
+        return s[0] if n_samples == 1 else s.permute(1, 2, 0)

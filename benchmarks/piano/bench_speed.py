@@ -350,6 +350,7 @@ def main() -> None:
         help="also time scVI with gene_likelihood='nb' up to this size",
     )
     p.add_argument("--no-real", action="store_true")
+    p.add_argument("--no-simulated", action="store_true", help="only the real datasets")
     p.add_argument("--no-profile", action="store_true")
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--memory-only", type=int, default=None)
@@ -382,7 +383,7 @@ def main() -> None:
 
     epochs = dict(zip(args.sizes, args.epochs + [args.epochs[-1]] * len(args.sizes), strict=False))
     rows = []
-    datasets = [(f"simulated_{n // 1000}k", None, n) for n in args.sizes]
+    datasets = [] if args.no_simulated else [(f"simulated_{n // 1000}k", None, n) for n in args.sizes]
     if not args.no_real:
         datasets += [(name, spec, None) for name, spec in REAL.items()]
     profile = None

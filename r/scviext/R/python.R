@@ -98,16 +98,19 @@ scviext_available <- function(method, model = FALSE) {
 
 #' Create a Python virtualenv with scvi-ext
 #'
-#' Creates a virtualenv with \pkg{reticulate} and installs the CPU build of torch and scvi-ext into it
+#' Creates a virtualenv (\code{python -m venv}) and installs the CPU build of torch and scvi-ext into it
 #' with pip. Offline: pass the local wheel in \code{wheel} and a folder of wheels (torch, scvi-tools and the
-#' other dependencies) in \code{find_links}; pip then runs with \code{--no-index}.
+#' other dependencies, e.g. made with \code{pip wheel --wheel-dir wheels/ torch==2.13.0 ".[r]"}) in
+#' \code{find_links}; pip then runs with \code{--no-index} and nothing is fetched from the network (unlike
+#' \code{reticulate::virtualenv_create}, which always upgrades pip, setuptools, wheel and numpy from the index).
 #'
-#' @param envname Name or path of the virtualenv.
+#' @param envname Name of a virtualenv under \code{reticulate::virtualenv_root()}, or a path (contains a
+#'   \code{/}).
 #' @param wheel Path to a local \code{scvi_ext} wheel (or source folder); \code{NULL} installs
 #'   \code{scvi-ext} from the package index.
 #' @param find_links Folder of wheels to install from without an index (offline installs).
 #' @param torch Requirement installed first, so that pip does not pull a CUDA build of torch.
-#' @param python Python used to create the virtualenv (default: reticulate's choice).
+#' @param python Python (>= 3.11) used to create the virtualenv (default: \code{python3} on the PATH).
 #' @return Invisibly, the path of the virtualenv's Python.
 #' @examples
 #' \dontrun{
@@ -118,14 +121,42 @@ scviext_available <- function(method, model = FALSE) {
 install_scviext <- function(envname = "r-scviext", wheel = NULL, find_links = NULL,
                             torch = "torch==2.13.0", python = NULL) {
   plan <- .install_plan(wheel = wheel, find_links = find_links, torch = torch)
-  args <- list(envname = envname)
-  if (!is.null(python)) args$python <- python
-  do.call(reticulate::virtualenv_create, args)
+  python <- .base_python(python)
+  env_dir <- .env_dir(envname)
+  env_python <- file.path(env_dir, "bin", "python")
+  if (!file.exists(env_python)) .run_checked(python, c("-m", "venv", shQuote(env_dir)), "python -m venv")
   for (step in plan) {
-    reticulate::virtualenv_install(envname, packages = step$packages, ignore_installed = FALSE,
-                                   pip_options = step$pip_options)
+    .run_checked(env_python, c("-m", "pip", "install", step$pip_options, shQuote(step$packages)), "pip install")
   }
-  invisible(reticulate::virtualenv_python(envname))
+  invisible(file.path(normalizePath(env_dir), "bin", "python"))  # not resolved: the link is the venv
+}
+
+# Where a virtualenv named `envname` lives: a path as given, a bare name under reticulate's virtualenv root.
+.env_dir <- function(envname) {
+  if (!is.character(envname) || length(envname) != 1L || !nzchar(envname)) {
+    stop("install_scviext(): `envname` must be one non-empty string.", call. = FALSE)
+  }
+  if (grepl("/", envname, fixed = TRUE)) return(path.expand(envname))
+  file.path(reticulate::virtualenv_root(), envname)
+}
+
+# The interpreter that creates the virtualenv.
+.base_python <- function(python = NULL) {
+  if (is.null(python)) python <- unname(Sys.which("python3"))
+  if (!nzchar(python) || !file.exists(python)) {
+    stop("install_scviext(): no Python found; pass `python = \"/path/to/python3\"` (>= 3.11).", call. = FALSE)
+  }
+  python
+}
+
+# Run a command, stop with its output when it fails.
+.run_checked <- function(cmd, args, what) {
+  status <- system2(cmd, args)
+  if (!identical(as.integer(status), 0L)) {
+    stop(sprintf("install_scviext(): %s failed (exit status %s): %s %s", what, status, cmd,
+                 paste(args, collapse = " ")), call. = FALSE)
+  }
+  invisible(TRUE)
 }
 
 # The pip steps install_scviext() runs (kept apart so it can be tested without installing anything).

@@ -76,3 +76,12 @@ test_that("install_scviext plans pip steps (offline: --no-index --find-links) wi
   expect_error(scviext:::.install_plan(wheel = "missing.whl"), "does not exist")
   expect_error(use_scviext(), "give `python`")
 })
+
+test_that("install_scviext resolves the virtualenv and the base Python before running anything", {
+  expect_equal(scviext:::.env_dir("/tmp/some/env"), "/tmp/some/env")
+  expect_equal(basename(scviext:::.env_dir("r-scviext")), "r-scviext")
+  expect_error(scviext:::.env_dir(""), "`envname` must be one non-empty string")
+  expect_error(scviext:::.base_python("/no/such/python3"), "no Python found")
+  expect_error(scviext:::.run_checked("false", character(), "a step"), "a step failed \\(exit status 1\\)")
+  expect_error(install_scviext(tempfile(), wheel = "missing.whl"), "does not exist")
+})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import anndata
 import numpy as np
 import pytest
 import torch
@@ -121,6 +122,52 @@ def test_query_encoding_and_fine_tuning(pancreas_sccraft, small_kwargs):
     assert torch.equal(q.module.discriminator.head.weight[:-1], model.module.discriminator.head.weight)
     q.train(max_epochs=1, warmup_epochs=0, **TRAIN)
     assert np.isfinite(q.get_latent_representation()).all()
+
+
+def test_query_fine_tuning_mixed_with_reference_cells(pancreas_sccraft, small_kwargs):
+    ad = pancreas_sccraft
+    is_query = (ad.obs["sample"] == ad.obs["sample"].cat.categories[-1]).to_numpy()
+    ref, query = ad[~is_query].copy(), ad[is_query].copy()
+    ref.obs["sample"] = ref.obs["sample"].cat.remove_unused_categories()
+    model = _model(ref, "sample", small_kwargs)
+    model.train(max_epochs=1, warmup_epochs=0, **TRAIN)
+    z_ref, z_q = model.get_latent_representation(ref), model.get_latent_representation(query)
+    query_before = query.copy()
+    q = SCCRAFT.load_query_data(
+        query, model, reference_adata=model.adata, reference_cells_per_batch=20, seed=0
+    )
+    mixed = q.adata
+    n_ref = int(np.minimum(ref.obs["sample"].value_counts().to_numpy(), 20).sum())
+    origin = mixed.obs["sccraft_origin"].astype(str).to_numpy()
+    assert (origin == "reference").sum() == n_ref and (origin == "query").sum() == query.n_obs
+    assert mixed.n_obs == n_ref + query.n_obs
+    # every reference batch kept (<= 20 cells each) and the query batch appended: K + 1 batches
+    assert q.module.n_batch == model.module.n_batch + 1
+    counts = mixed.obs.loc[origin == "reference", "sample"].value_counts()
+    assert set(counts[counts > 0].index) == set(ref.obs["sample"].cat.categories)
+    assert (counts[counts > 0] <= 20).all()
+    # reference cells keep their labels; the query's own clusters never collide with the reference's
+    ref_low = mixed.obs.loc[origin == "reference", "leiden1"].astype(str)
+    assert ref_low.isin(ref.obs["leiden1"].astype(str)).all()
+    assert mixed.obs.loc[origin == "query", "leiden1"].astype(str).str.startswith("query:").all()
+    # weights copied, inputs untouched
+    np.testing.assert_allclose(q.get_latent_representation(query), z_q, rtol=1e-5, atol=1e-5)
+    assert query.obs.equals(query_before.obs)
+    # each epoch draws from the reference batches as well: K + 1 batches x 128 / 256 = 4 steps (ceil)
+    q.train(max_epochs=1, warmup_epochs=0, **TRAIN)
+    assert q.trainer.global_step == int(np.ceil(q.module.n_batch * 128 / 256)) * (1 + 10)
+    z_after = q.get_latent_representation(ref)
+    assert np.isfinite(z_after).all() and not np.allclose(z_after, z_ref)  # the encoder was fine-tuned
+    # bad input
+    with pytest.raises(ValueError, match="reference_cells_per_batch"):
+        SCCRAFT.load_query_data(query.copy(), model, reference_cells_per_batch=10)
+    with pytest.raises(ValueError, match="reference_cells_per_batch"):
+        SCCRAFT.load_query_data(query.copy(), model, reference_adata=ref, reference_cells_per_batch=1)
+    with pytest.raises(KeyError, match="leiden2"):
+        no_high = anndata.AnnData(X=ref.X, obs=ref.obs.drop(columns="leiden2"), var=ref.var)
+        SCCRAFT.load_query_data(query.copy(), model, reference_adata=no_high)
+    with pytest.raises(ValueError, match="not trained"):
+        SCCRAFT.load_query_data(query.copy(), model, reference_adata=ad)
 
 
 def test_bad_input(pancreas_sccraft, small_kwargs):

@@ -13,6 +13,13 @@ class _RegistryKeys(NamedTuple):
 class _ObsKeys(NamedTuple):
     LOW: str = "leiden1"  # the reference's column names, whatever the clustering method
     HIGH: str = "leiden2"
+    ORIGIN: str = "sccraft_origin"  # "reference" / "query" rows of a mixed fine-tuning AnnData (§9.5)
+
+
+class _Origins(NamedTuple):
+    REFERENCE: str = "reference"
+    QUERY: str = "query"
+    QUERY_CLUSTER_PREFIX: str = "query:"  # query pseudo-labels never equal a reference cluster
 
 
 class _ObsmKeys(NamedTuple):
@@ -60,6 +67,7 @@ class _Metrics(NamedTuple):
 
 REGISTRY_KEYS_SCCRAFT = _RegistryKeys()
 OBS_KEYS = _ObsKeys()
+ORIGINS = _Origins()
 OBSM_KEYS = _ObsmKeys()
 UNS_KEYS = _UnsKeys()
 DEFAULTS = _Defaults()

@@ -30,7 +30,7 @@ from .._validation import (
     get_matrix,
     looks_like_counts,
 )
-from ._constants import DEFAULTS, OBS_KEYS, REGISTRY_KEYS_SCCRAFT
+from ._constants import DEFAULTS, OBS_KEYS, ORIGINS, REGISTRY_KEYS_SCCRAFT
 from ._module import SCCRAFTModule
 from ._sampler import BalancedBatchDataModule
 
@@ -466,6 +466,9 @@ class SCCRAFT(UnsupervisedTrainingMixin, BaseModelClass):
         adata: AnnData,
         reference_model: SCCRAFT,
         freeze_encoder: bool = False,
+        reference_adata: AnnData | None = None,
+        reference_cells_per_batch: int | None = None,
+        seed: int = 0,
     ) -> SCCRAFT:
         """Extend a trained reference to new query batches for optional fine-tuning (sccraft.md §9.5 item 2).
 
@@ -477,6 +480,17 @@ class SCCRAFT(UnsupervisedTrainingMixin, BaseModelClass):
         (:func:`~scvi_ext.sccraft.multi_resolution_cluster` on the query). Zero-shot mapping needs none of
         this: ``reference_model.get_latent_representation(query)``.
 
+        With ``reference_adata`` the fine-tuning set is the query **mixed with reference cells** (§9.5): the
+        model is built on a new AnnData holding (a per-batch subsample of) the reference cells, with their
+        batches and cluster labels, followed by the query cells, and ``obs['sccraft_origin']`` saying which is
+        which. The balanced sampler then draws ``cells_per_batch`` cells from every reference batch as well as
+        from every query batch, so each minibatch keeps the reference's batches in play for the
+        discriminator and the triplet term while the (unfrozen) encoder adapts to the query — this limits the
+        drift of the reference embedding. The query's cluster labels are prefixed with ``"query:"`` in that
+        AnnData (triplets stay within a batch and the query was clustered on its own, so its cluster ``"3"``
+        is not the reference's ``"3"``). Neither ``adata`` nor ``reference_adata`` is modified; embed the
+        query afterwards with ``model.get_latent_representation(query)``.
+
         Parameters
         ----------
         adata
@@ -485,6 +499,16 @@ class SCCRAFT(UnsupervisedTrainingMixin, BaseModelClass):
             Trained :class:`SCCRAFT`.
         freeze_encoder
             Keep the encoder fixed (then fine-tuning only adapts the decoder and the embedding does not move).
+        reference_adata
+            Reference cells to mix into the fine-tuning minibatches (usually ``reference_model.adata``): the
+            reference's genes in the same order, its batch and cluster columns, batches known to the
+            reference model. ``None``: fine-tune on the query alone.
+        reference_cells_per_batch
+            Keep at most this many randomly chosen cells of each reference batch (a stored subsample is
+            enough: the sampler draws ``cells_per_batch`` per batch per epoch, with replacement when fewer).
+            ``None``: all of ``reference_adata``.
+        seed
+            Seed of that subsample.
 
         Returns
         -------
@@ -495,6 +519,11 @@ class SCCRAFT(UnsupervisedTrainingMixin, BaseModelClass):
         --------
         >>> q = SCCRAFT.load_query_data(query, ref_model)  # doctest: +SKIP
         >>> q.train(max_epochs=10, warmup_epochs=0)  # doctest: +SKIP
+        >>> mixed = SCCRAFT.load_query_data(
+        ...     query, ref_model, reference_adata=ref_model.adata, reference_cells_per_batch=512
+        ... )  # doctest: +SKIP
+        >>> mixed.train(max_epochs=10, warmup_epochs=0)  # doctest: +SKIP
+        >>> z_query = mixed.get_latent_representation(query)  # doctest: +SKIP
         """
         if not isinstance(reference_model, SCCRAFT):
             raise TypeError(
@@ -509,6 +538,12 @@ class SCCRAFT(UnsupervisedTrainingMixin, BaseModelClass):
             )
         registry = reference_model.adata_manager.registry
         setup_args = dict(registry["setup_args"])
+        if reference_adata is not None:
+            adata = _mix_reference_cells(
+                adata, reference_adata, reference_model, setup_args, reference_cells_per_batch, seed
+            )
+        elif reference_cells_per_batch is not None:
+            raise ValueError("reference_cells_per_batch needs reference_adata (the cells to subsample).")
         cls.setup_anndata(adata, source_registry=registry, extend_categories=True, **setup_args)
         model = cls(
             adata, **reference_model.init_params_["non_kwargs"], **reference_model.init_params_["kwargs"]
@@ -533,3 +568,94 @@ class SCCRAFT(UnsupervisedTrainingMixin, BaseModelClass):
                 p.requires_grad_(False)
         model.module.to(reference_model.module.device)
         return model
+
+
+def _mix_reference_cells(
+    query: AnnData,
+    reference: AnnData,
+    reference_model: SCCRAFT,
+    setup_args: dict,
+    cells_per_batch: int | None,
+    seed: int,
+) -> AnnData:
+    """Reference cells (per-batch subsample) followed by the query cells, for mixed fine-tuning (§9.5)."""
+    import anndata
+
+    batch_key = setup_args["batch_key"]
+    low_key = setup_args.get("low_res_key", OBS_KEYS.LOW)
+    high_key = setup_args.get("high_res_key", OBS_KEYS.HIGH)
+    layer = setup_args.get("layer")
+    if not hasattr(reference, "obs") or not hasattr(reference, "var_names"):
+        raise TypeError(f"reference_adata must be an AnnData, got {type(reference).__name__}.")
+    check_nonempty(reference)
+    ref_genes = list(reference_model.adata.var_names)
+    check_query_features(ref_genes, list(reference.var_names))
+    if list(reference.var_names) != ref_genes:
+        raise ValueError(
+            "reference_adata's genes must be the reference model's genes in the same order "
+            "(reference_adata = reference_adata[:, reference_model.adata.var_names].copy())."
+        )
+    for key, argument in ((batch_key, "batch_key"), (low_key, "low_res_key"), (high_key, "high_res_key")):
+        for name, a in (("reference_adata", reference), ("adata", query)):
+            if key not in a.obs:
+                raise KeyError(
+                    f"{name}.obs lacks {key!r}, the {argument} the reference model was set up with; "
+                    "every cell needs its batch and both cluster labels."
+                )
+            if a.obs[key].isna().any():
+                raise ValueError(f"{name}.obs[{key!r}] ({argument}) has missing values.")
+    known = reference_model.adata_manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY).categorical_mapping
+    known = {str(b) for b in known}
+    ref_batches = reference.obs[batch_key].astype(str).to_numpy()
+    unknown = sorted(set(ref_batches) - known)
+    if unknown:
+        raise ValueError(
+            f"reference_adata.obs[{batch_key!r}] has batches {unknown} the reference model was not trained "
+            "on; pass the reference's own cells."
+        )
+    rows = np.arange(reference.n_obs)
+    if cells_per_batch is not None:
+        if int(cells_per_batch) < DEFAULTS.MIN_CELLS_PER_BATCH:
+            raise ValueError(
+                f"reference_cells_per_batch must be >= {DEFAULTS.MIN_CELLS_PER_BATCH} or None, "
+                f"got {cells_per_batch}."
+            )
+        rng = np.random.default_rng(int(seed))
+        keep = []
+        for b in pd.unique(ref_batches):
+            idx = rows[ref_batches == b]
+            if idx.size > int(cells_per_batch):
+                idx = np.sort(rng.choice(idx, size=int(cells_per_batch), replace=False))
+            keep.append(idx)
+        rows = np.sort(np.concatenate(keep))
+
+    def _slim(a: AnnData, index: np.ndarray | None, origin: str, prefix: str) -> AnnData:
+        sub = a if index is None else a[index]
+        X = get_matrix(sub, layer)
+        X = X.copy() if sp.issparse(X) else np.array(X, dtype=np.float32)
+        obs = pd.DataFrame(
+            {
+                batch_key: sub.obs[batch_key].astype(object).to_numpy(),  # keep the registry's values
+                low_key: [prefix + str(c) for c in sub.obs[low_key].to_numpy()],
+                high_key: [prefix + str(c) for c in sub.obs[high_key].to_numpy()],
+                OBS_KEYS.ORIGIN: origin,
+            },
+            index=sub.obs_names.astype(str),
+        )
+        out = anndata.AnnData(X=X, obs=obs, var=pd.DataFrame(index=sub.var_names.astype(str)))
+        if layer is not None:
+            out.layers[layer] = out.X
+        return out
+
+    mixed = anndata.concat(
+        [
+            _slim(reference, rows, ORIGINS.REFERENCE, ""),
+            _slim(query, None, ORIGINS.QUERY, ORIGINS.QUERY_CLUSTER_PREFIX),
+        ],
+        merge="same",
+    )
+    if not mixed.obs_names.is_unique:
+        mixed.obs_names_make_unique()
+    for key in (batch_key, low_key, high_key, OBS_KEYS.ORIGIN):
+        mixed.obs[key] = mixed.obs[key].astype("category")
+    return mixed

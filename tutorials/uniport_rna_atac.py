@@ -107,3 +107,18 @@ ax.set_title("uniPort label transfer human -> mouse")
 fig.tight_layout()
 fig.savefig(OUT / "uniport_pancreas_label_transfer.png", dpi=110)
 print("figures written to", OUT)
+
+# %% [markdown]
+# **The same from the command line.** `scvi-ext transfer-labels` runs this workflow on raw counts: one file
+# with a dataset column (or an `.h5mu` with one modality per dataset), the labelled dataset as the OT
+# reference, kNN in the latent or the OT plan. `scvi-ext deconvolve` does the spot deconvolution (spots x
+# genes + labelled cells x genes -> spot x cell-type proportions):
+#
+# ```bash
+# scvi-ext transfer-labels --input pancreas.h5ad --source-key species --reference human \
+#     --labels-key cell_type --method ot --out out/pancreas_transfer
+# scvi-ext deconvolve --spots pdac_a_st1_spots.h5ad --cells pdac_a_indrop_sc.h5ad \
+#     --labels-key cell_type --out out/pdac_deconvolution
+# ```
+#
+# They write `predicted_labels.csv` + `transferred.h5ad`, and `proportions.csv` + `deconvolved.h5ad`.

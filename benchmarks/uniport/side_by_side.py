@@ -81,13 +81,14 @@ def bmmc_inputs() -> ad.AnnData:
 
 def run_ours(
     a: ad.AnnData, iterations: int, seed: int, profile: bool = False
-) -> tuple[np.ndarray, float, str]:
+) -> tuple[np.ndarray, float, str, float]:
+    """Fit + latent of ours: ``(latent, wall s, profile text, process CPU s)``."""
     a = a.copy()
     scvi.settings.seed = seed
     UniPort.setup_anndata(a)
     model = UniPort(a)
     prof = cProfile.Profile() if profile else None
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if prof:
         prof.enable()
     model.train(max_iterations=iterations, enable_progress_bar=False)
@@ -95,12 +96,18 @@ def run_ours(
     if prof:
         prof.disable()
     seconds = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     text = ""
     if prof:
         buf = io.StringIO()
         pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(15)
         text = buf.getvalue()
-    return z, seconds, text
+    return z, seconds, text, cpu
+
+
+def load_average() -> str:
+    """``uptime``-style 1/5/15-minute load averages."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def run_reference(
@@ -147,6 +154,7 @@ def main() -> None:
     p.add_argument(
         "--out-name", default="side_by_side", help="results file stem in benchmarks/results/uniport"
     )
+    p.add_argument("--skip-quality", action="store_true", help="timing runs only (no full-length runs)")
     p.add_argument(
         "--datasets",
         nargs="*",
@@ -173,27 +181,41 @@ def main() -> None:
             "seed": args.seed,
         }
         # timing at equal iterations, alternating, best of repeats
-        t_ours, t_ref = [], []
+        t_ours, t_ref, c_ours, c_ref = [], [], [], []
+        entry["load_before"] = load_average()
         prof_ours = prof_ref = ""
         run_ours(a, 1, args.seed)  # warm-up (untimed): lazy imports, Lightning set-up
         for rep in range(args.repeats):
-            _, s, txt = run_ours(a, args.timing_iterations, args.seed, profile=rep == 0)
+            _, s, txt, cpu = run_ours(a, args.timing_iterations, args.seed, profile=rep == 0)
             t_ours.append(s)
+            c_ours.append(cpu)
             prof_ours = txt or prof_ours
             r = run_reference(args.reference_python, a, args.timing_iterations, args.seed, profile=rep == 0)
             t_ref.append(float(r["seconds"]))
+            c_ref.append(float(r["cpu_seconds"]))
             prof_ref = str(r.get("profile", "")) or prof_ref
-            print(f"   timing rep {rep}: ours {s:.1f}s ref {t_ref[-1]:.1f}s", flush=True)
+            print(
+                f"   timing rep {rep}: ours {s:.1f}s ({cpu:.1f} CPU s) ref {t_ref[-1]:.1f}s ({c_ref[-1]:.1f} CPU s)",
+                flush=True,
+            )
         entry["timing"] = {
             "iterations": args.timing_iterations,
             "ours_s": t_ours,
             "reference_s": t_ref,
+            "ours_cpu_s": c_ours,
+            "reference_cpu_s": c_ref,
             "speedup_best": min(t_ref) / min(t_ours),
+            "speedup_cpu_best": min(c_ref) / min(c_ours),
         }
+        entry["load_after_timing"] = load_average()
         (OUT / f"profile_{name}_ours.txt").write_text(prof_ours)
         (OUT / f"profile_{name}_reference.txt").write_text(prof_ref)
+        if args.skip_quality:
+            results[name] = entry
+            (OUT / f"{args.out_name}.json").write_text(json.dumps(results, indent=2, default=float))
+            continue
         # quality at the full iteration count
-        z_ours, s_ours, _ = run_ours(a, args.iterations, args.seed)
+        z_ours, s_ours, _, _ = run_ours(a, args.iterations, args.seed)
         r = run_reference(args.reference_python, a, args.iterations, args.seed)
         z_ref = r["latent"]
         entry["full_run_seconds"] = {"ours": s_ours, "reference": float(r["seconds"])}
@@ -226,20 +248,35 @@ def write_md(results: dict, args) -> None:
         f"python benchmarks/uniport/side_by_side.py --reference-python {args.reference_python} "
         f"--iterations {args.iterations} --timing-iterations {args.timing_iterations} --repeats {args.repeats} "
         f"--seed {args.seed} --datasets {' '.join(args.datasets)} --out-name {args.out_name}"
+        + (" --skip-quality" if args.skip_quality else "")
     )
     lines = [f"`{cmd}`", "", "# uniPort: scvi_ext vs uniport==1.3 (same inputs, iterations, seed)", ""]
     lines += [
-        "Single-threaded CPU on a shared 2-core machine (noisy). Speed-up = best reference wall time / best ours "
-        f"over {args.repeats} alternating runs of {args.timing_iterations} iterations (fit + latent).",
+        f"Date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Single-threaded CPU (torch 1 thread, "
+        "OMP_NUM_THREADS=1) on a shared 2-core machine with other jobs running (noisy). Speed-up = best "
+        f"reference time / best ours over {args.repeats} alternating runs (ours, reference, ours, ...) of "
+        f"{args.timing_iterations} iterations (fit + latent), for wall seconds and for process CPU seconds "
+        "(less sensitive to the shared load). Load averages (1/5/15 min) before and after the timing runs "
+        "are listed.",
         "",
     ]
-    lines += ["| dataset | cells | datasets | ours s | reference s | speed-up |", "|---|---|---|---|---|---|"]
+    lines += [
+        "| dataset | cells | datasets | ours wall s | reference wall s | speed-up wall | ours CPU s | "
+        "reference CPU s | speed-up CPU | load before / after |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, e in results.items():
         t = e["timing"]
         lines.append(
             f"| {name} | {e['n_cells']} | {e['n_datasets']} | {min(t['ours_s']):.1f} | "
-            f"{min(t['reference_s']):.1f} | {t['speedup_best']:.2f}x |"
+            f"{min(t['reference_s']):.1f} | {t['speedup_best']:.2f}x | {min(t['ours_cpu_s']):.1f} | "
+            f"{min(t['reference_cpu_s']):.1f} | {t['speedup_cpu_best']:.2f}x | "
+            f"{e['load_before']} / {e['load_after_timing']} |"
         )
+    if args.skip_quality:
+        lines += ["", "Timing only (`--skip-quality`)."]
+        (OUT / f"{args.out_name}.md").write_text("\n".join(lines) + "\n")
+        return
     lines += ["", f"## Quality after {args.iterations} iterations (seed {args.seed})", ""]
     cols = ["Total", "Batch", "Bio"]
     lines += [

@@ -1,4 +1,4 @@
-"""Command line: ``scvi-ext demo | integrate | map-query | benchmark``.
+"""Command line: ``scvi-ext demo | integrate | map-query | transfer-labels | deconvolve | benchmark``.
 
 Examples
 --------
@@ -8,6 +8,8 @@ Examples
     scvi-ext integrate --input data.h5ad --method scvi --batch-key batch --labels-key cell_type --out out/run
     scvi-ext integrate --input ref.h5ad --method piano --batch-key batch --labels-key cell_type --save-model models/ref
     scvi-ext map-query --input query.h5ad --model-dir models/ref --out out/query
+    scvi-ext transfer-labels --input rna_atac.h5ad --source-key dataset --reference rna --labels-key cell_type
+    scvi-ext deconvolve --spots spots.h5ad --cells cells.h5ad --labels-key cell_type --out out/deconvolve
     scvi-ext benchmark --dataset data.h5ad --batch-key batch --labels-key cell_type --methods pca,harmony,scvi
 """
 
@@ -31,6 +33,9 @@ METRICS_STEM = "metrics"
 UMAP_FILE = "umap.png"
 MAPPED_FILE = "mapped.h5ad"
 LABELS_FILE = "predicted_labels.csv"
+TRANSFERRED_FILE = "transferred.h5ad"
+PROPORTIONS_FILE = "proportions.csv"
+DECONVOLVED_FILE = "deconvolved.h5ad"
 DEMO_METHODS = ("pca", "harmony", "scvi", "piano", "sysvi", "sccraft", "uniport", "scbiot_ot")
 #: Epochs per trained method in the demo: enough for a meaningful picture in a few minutes on 2 CPU cores.
 #: scBIOT appears as its OT refinement (`scbiot_ot`): its prototype VAE needs far more epochs than a demo has.
@@ -306,6 +311,84 @@ def _cmd_map_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _uniport_datasets(args: argparse.Namespace) -> dict[str, AnnData]:
+    """``transfer-labels`` inputs: an ``.h5mu`` (one modality per dataset) or one file split by ``--source-key``."""
+    path = Path(args.input)
+    if path.suffix == ".h5mu" and args.source_key is None:
+        if not path.is_file():
+            raise UserInputError(f"--input {str(path)!r}: no such file")
+        import mudata
+
+        mods = dict(mudata.read_h5mu(path).mod)
+        if len(mods) < 2:
+            raise UserInputError(f"--input {path.name} has {len(mods)} modality; transfer-labels needs 2 or more")
+        return mods
+    if args.source_key is None:
+        raise UserInputError("--source-key is required unless --input is an .h5mu with one modality per dataset")
+    adata = read_input(path, args.modality)
+    from ._validation import check_obs_key
+
+    check_obs_key(adata, args.source_key, "source_key")
+    col = adata.obs[args.source_key]
+    if col.isna().any():
+        raise UserInputError(f"--source-key {args.source_key!r}: {int(col.isna().sum())} cells have no dataset")
+    names = [str(c) for c in (col.cat.categories if hasattr(col, "cat") else dict.fromkeys(col))]
+    values = col.astype(str).to_numpy()
+    datasets = {n: adata[values == n].copy() for n in names if (values == n).any()}
+    if len(datasets) < 2:
+        raise UserInputError(f"--source-key {args.source_key!r} has {len(datasets)} dataset(s); need 2 or more")
+    return datasets
+
+
+def _cmd_transfer_labels(args: argparse.Namespace) -> int:
+    from .uniport import transfer_labels_datasets
+
+    datasets = _uniport_datasets(args)
+    if args.reference not in datasets:
+        raise UserInputError(f"--reference {args.reference!r} is not a dataset of the input (datasets: {list(datasets)})")
+    predictions, prepared = transfer_labels_datasets(
+        datasets, args.labels_key, args.reference, method=args.method, layer=args.layer,
+        max_iterations=args.max_iterations, seed=args.seed, k=args.k, accelerator=args.accelerator,
+        progress_bar=not args.no_progress,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    key = f"predicted_{args.labels_key}"
+    table = predictions.rename(columns={"predicted": key})
+    paths = {"labels_csv": out / LABELS_FILE, "h5ad": out / TRANSFERRED_FILE}
+    table.to_csv(paths["labels_csv"])
+    result = prepared.copy()
+    pred = predictions["predicted"].reindex(result.obs_names)
+    result.obs[key] = pred.astype(object).where(pred.notna(), None).astype("category")
+    result.obs[f"{key}_confidence"] = predictions["confidence"].reindex(result.obs_names).to_numpy(dtype=float)
+    result.write_h5ad(paths["h5ad"])
+    _report(paths)
+    return 0
+
+
+def _cmd_deconvolve(args: argparse.Namespace) -> int:
+    from .uniport import deconvolve_spots
+
+    spots = read_input(args.spots)
+    cells = read_input(args.cells)
+    props, prepared = deconvolve_spots(
+        spots, cells, args.labels_key, layer=args.layer, max_iterations=args.max_iterations, seed=args.seed,
+        balance=not args.no_balance, min_cut=args.min_cut, accelerator=args.accelerator,
+        progress_bar=not args.no_progress,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"proportions": out / PROPORTIONS_FILE, "h5ad": out / DECONVOLVED_FILE}
+    props.to_csv(paths["proportions"])
+    result = spots.copy()
+    result.obsm["uniport_proportions"] = props.to_numpy(dtype=float)
+    result.uns["uniport_proportions_columns"] = [str(c) for c in props.columns]
+    result.obsm["X_uniport"] = prepared.obsm["X_uniport"][: spots.n_obs]
+    result.write_h5ad(paths["h5ad"])
+    _report(paths)
+    return 0
+
+
 def _parse_methods(text: str) -> list[str]:
     return [m.strip() for m in text.split(",") if m.strip()]
 
@@ -326,6 +409,12 @@ def _add_common(p: argparse.ArgumentParser, *, data: bool = True) -> None:
         p.add_argument("--labels-key", default=None, help="obs column with cell-type labels (for metrics)")
         p.add_argument("--layer", default=None, help="layer with raw counts (default: X)")
     p.add_argument("--max-epochs", type=int, default=None, help="training epochs (default: each method's own)")
+    p.add_argument("--seed", type=int, default=DEFAULTS.SEED)
+    p.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _add_uniport_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=DEFAULTS.SEED)
     p.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -368,6 +457,38 @@ def build_parser() -> argparse.ArgumentParser:
     mq.add_argument("--out", default="out/map-query")
     _add_common(mq, data=False)
     mq.set_defaults(func=_cmd_map_query)
+
+    tl = sub.add_parser(
+        "transfer-labels",
+        help="uniPort: integrate datasets (e.g. RNA + ATAC gene activity) and transfer a reference's labels",
+    )
+    tl.add_argument(
+        "--input", required=True,
+        help="raw counts: one .h5ad/.rds with a --source-key column, or an .h5mu with one modality per dataset",
+    )
+    tl.add_argument("--modality", default=None, help="modality of an .h5mu input that holds all datasets")
+    tl.add_argument("--source-key", default=None, help="obs column naming each cell's dataset")
+    tl.add_argument("--reference", required=True, help="name of the labelled dataset (the OT reference)")
+    tl.add_argument("--labels-key", required=True, help="obs column with the reference's labels")
+    tl.add_argument("--method", choices=["knn", "ot"], default="knn", help="kNN in the latent or the OT plan")
+    tl.add_argument("--k", type=int, default=5, help="neighbours for --method knn")
+    tl.add_argument("--layer", default=None, help="layer with raw counts (default: X)")
+    tl.add_argument("--max-iterations", type=int, default=1500, help="training minibatch steps")
+    tl.add_argument("--out", default="out/transfer-labels")
+    _add_uniport_common(tl)
+    tl.set_defaults(func=_cmd_transfer_labels)
+
+    dc = sub.add_parser("deconvolve", help="uniPort: cell-type proportions of spatial spots from labelled cells")
+    dc.add_argument("--spots", required=True, help="spots x genes raw counts (.h5ad, .h5mu or .rds/.RData)")
+    dc.add_argument("--cells", required=True, help="cells x genes raw counts with --labels-key")
+    dc.add_argument("--labels-key", required=True, help="obs column of --cells with the cell types")
+    dc.add_argument("--layer", default=None, help="layer with raw counts in both (default: X)")
+    dc.add_argument("--max-iterations", type=int, default=1500, help="training minibatch steps")
+    dc.add_argument("--no-balance", action="store_true", help="do not divide plan mass by cell-type size")
+    dc.add_argument("--min-cut", type=float, default=None, help="zero proportions below this fraction of the max")
+    dc.add_argument("--out", default="out/deconvolve")
+    _add_uniport_common(dc)
+    dc.set_defaults(func=_cmd_deconvolve)
 
     sub.add_parser(
         "benchmark",

@@ -19,10 +19,12 @@ from ._constants import BN_MODES, DEFAULTS, KEYS, LOSSES, MODES
 from ._data import export_reference_inputs, prepare_anndata, prepare_mudata
 from ._deconvolution import deconvolve_plan, make_pseudo_spots, proportion_scores
 from ._integrate import run_uniport
-from ._model import UniPort
+from ._model import UniPort, label_reweight
 from ._module import DSBatchNorm1d, UniPortVAE
 from ._ot import GlobalPlanStore, UniPortTrainingPlan, uot_minibatch
+from ._sampler import BalancedSourceSampler
 from ._transfer import knn_transfer, plan_label_scores
+from ._workflows import deconvolve_spots, transfer_labels_datasets
 
 __all__ = [
     "BN_MODES",
@@ -30,19 +32,23 @@ __all__ = [
     "KEYS",
     "LOSSES",
     "MODES",
+    "BalancedSourceSampler",
     "DSBatchNorm1d",
     "GlobalPlanStore",
     "UniPort",
     "UniPortTrainingPlan",
     "UniPortVAE",
     "deconvolve_plan",
+    "deconvolve_spots",
     "export_reference_inputs",
     "knn_transfer",
+    "label_reweight",
     "make_pseudo_spots",
     "plan_label_scores",
     "prepare_anndata",
     "prepare_mudata",
     "proportion_scores",
     "run_uniport",
+    "transfer_labels_datasets",
     "uot_minibatch",
 ]

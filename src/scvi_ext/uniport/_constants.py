@@ -8,6 +8,7 @@ from typing import NamedTuple
 class _Keys(NamedTuple):
     # registry keys of the extra fields (scvi's REGISTRY_KEYS cover X / batch / labels / indices)
     SPECIFIC: str = "uniport_specific"
+    WEIGHT: str = "uniport_weight"
     # obs / obsm / uns names written by prepare_anndata and setup_anndata
     SOURCE_OBS: str = "source"
     SPECIFIC_OBSM: str = "uniport_specific"
@@ -53,6 +54,7 @@ class _Defaults(NamedTuple):
     # a global plan bigger than this is kept in a disk-backed np.memmap instead of RAM
     MAX_DENSE_PLAN_BYTES: int = 256 * 2**20
     N_HVG: int = 2000
+    PLAN_DIR: str = "ot_plan"
 
 
 class _Losses(NamedTuple):

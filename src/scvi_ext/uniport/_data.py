@@ -165,7 +165,8 @@ def prepare_anndata(
         )
         info[KEYS.UNS_SPECIFIC_FEATURES] = {n: f for n, (_, f) in blocks.items()}
     else:
-        common = [g for g in raw[names[0]].var_names if all(g in set(raw[n].var_names) for n in names[1:])]
+        others = [set(raw[n].var_names) for n in names[1:]]  # (built once: per-gene sets made this O(G^2))
+        common = [g for g in raw[names[0]].var_names if all(g in o for o in others)]
         if not common:
             raise ValueError(
                 f"The datasets {names} share no feature names; mode 'h' needs common features "

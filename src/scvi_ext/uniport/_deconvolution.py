@@ -46,7 +46,7 @@ def deconvolve_plan(
     >>> deconvolve_plan(np.array([[0.5, 0.5, 0.0]]), ["a", "b", "b"]).round(2).values.tolist()
     [[0.67, 0.33]]
     """
-    plan_sc = plan if spots_are_rows else np.asarray(plan).T
+    plan_sc = plan if spots_are_rows else (plan.T.tocsr() if sp.issparse(plan) else np.asarray(plan).T)
     return plan_label_scores(plan_sc, cell_labels, balance=balance, min_cut=min_cut, categories=categories)
 
 

@@ -78,9 +78,8 @@ def run_uniport(
         if hasattr(adata.obs[batch_key], "cat")
         else sorted(set(batches))
     )
-    ad.obs[KEYS.SOURCE_OBS] = pd.Categorical(
-        batches, categories=[str(c) for c in cats if str(c) in set(batches)]
-    )
+    seen = set(batches)
+    ad.obs[KEYS.SOURCE_OBS] = pd.Categorical(batches, categories=[str(c) for c in cats if str(c) in seen])
     train_keys = {"early_stopping", "early_stopping_patience", "batch_size", "lr", "weight_decay", "save_ot"}
     train_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in train_keys}
     UniPort.setup_anndata(ad, source_key=KEYS.SOURCE_OBS)

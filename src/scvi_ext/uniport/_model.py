@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -22,9 +25,65 @@ from ._constants import BN_MODES, DEFAULTS, KEYS, LOSSES, MODES
 from ._deconvolution import deconvolve_plan
 from ._module import UniPortVAE
 from ._ot import GlobalPlanStore, UniPortTrainingPlan, _RestoreBestEarlyStopping, cumulative_within_index
+from ._sampler import BalancedSourceSampler, unwrap_batch
 from ._transfer import knn_transfer, plan_label_scores
 
 logger = logging.getLogger(__name__)
+
+
+def _adam(params, lr: float, weight_decay: float, eps: float) -> torch.optim.Adam:
+    """Adam as the reference (lr 2e-4, weight decay 5e-4, eps 1e-8), multi-tensor (``foreach``) update."""
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, eps=eps, foreach=True)
+
+
+def label_reweight(labels: Sequence) -> np.ndarray:
+    """Per-cell weights giving every label the same total weight: ``w_i = N / (C * n_{label(i)})``.
+
+    The reference's ``up.label_reweight`` (spec §4), vectorised; use it per dataset for
+    :meth:`UniPort.setup_anndata` ``weight_key``.
+
+    Parameters
+    ----------
+    labels
+        One label per cell.
+
+    Returns
+    -------
+    numpy.ndarray
+        Weights (float32), mean 1.
+
+    Examples
+    --------
+    >>> label_reweight(["a", "a", "a", "b"]).tolist()
+    [0.6666666865348816, 0.6666666865348816, 0.6666666865348816, 2.0]
+    """
+    labels = np.asarray(labels).astype(str)
+    if labels.size == 0:
+        raise ValueError("labels is empty.")
+    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    return (len(labels) / (len(counts) * counts[inverse])).astype(np.float32)
+
+
+def _check_weights(adata: AnnData, weight_key: str, source_key: str | None, mode: str) -> None:
+    if (
+        weight_key not in adata.obs.columns
+    ):  # (check_obs_key refuses NaN, which marks unweighted datasets here)
+        raise KeyError(f"weight_key={weight_key!r} is not a column of adata.obs.")
+    if mode != MODES.HORIZONTAL:
+        raise ValueError(f"weight_key (label weights) is supported in mode 'h' only, got mode={mode!r}.")
+    w = pd.to_numeric(adata.obs[weight_key], errors="coerce").to_numpy(dtype=float)
+    if np.isinf(w).any() or (w[~np.isnan(w)] < 0).any():
+        raise ValueError(f"obs[{weight_key!r}] must hold finite weights >= 0 (NaN = unweighted dataset).")
+    src = adata.obs[source_key].astype(str).to_numpy()
+    for s in np.unique(src):
+        ws = w[src == s]
+        nan = np.isnan(ws)
+        if nan.any() and not nan.all():
+            raise ValueError(
+                f"obs[{weight_key!r}] mixes weights and NaN within dataset {s!r}: weight all of its cells or none."
+            )
+        if not nan.any() and ws.sum() <= 0:
+            raise ValueError(f"obs[{weight_key!r}] sums to 0 in dataset {s!r}.")
 
 
 def _values(X) -> np.ndarray:
@@ -117,6 +176,11 @@ class UniPort(UnsupervisedTrainingMixin, BaseModelClass):
             raise ValueError("prior_alpha needs labels: call setup_anndata(..., labels_key=...) first.")
         self.reference_idx = reference_idx
         self.lambda_ot = lambda_ot
+        weighted = None
+        if KEYS.WEIGHT in self.adata_manager.data_registry:
+            w = np.asarray(self.adata_manager.get_from_registry(KEYS.WEIGHT), dtype=float).ravel()
+            codes = self._source_codes()
+            weighted = [bool(np.isfinite(w[codes == k]).all()) for k in range(len(self.sources))]
         self.module = self._module_cls(
             n_input=self.summary_stats.n_vars,
             n_sources=len(self.sources),
@@ -135,6 +199,7 @@ class UniPort(UnsupervisedTrainingMixin, BaseModelClass):
             loss_type=loss_type,
             recon_scale=recon_scale,
             prior_alpha=prior_alpha,
+            weighted_sources=weighted,
         )
         self._plan_store: GlobalPlanStore | None = None
         self.early_stopped_ = False
@@ -155,6 +220,7 @@ class UniPort(UnsupervisedTrainingMixin, BaseModelClass):
         specific_obsm_key: str | None = KEYS.SPECIFIC_OBSM,
         specific_widths: Sequence[int] | None = None,
         labels_key: str | None = None,
+        weight_key: str | None = None,
         **kwargs: Any,
     ) -> None:
         """Register uniPort's fields: input block (X/layer), dataset (source), specific block, row indices.
@@ -179,6 +245,10 @@ class UniPort(UnsupervisedTrainingMixin, BaseModelClass):
             from ``adata.uns['uniport']`` written by :func:`prepare_anndata`.
         labels_key
             Optional cell-type column (for ``prior_alpha``).
+        weight_key
+            Optional ``obs`` column of per-cell weights (mode ``h``; reference ``label_weight``, e.g. from
+            :func:`~scvi_ext.uniport.label_reweight` per dataset). A dataset whose weights are all NaN is
+            unweighted; weights must be finite and >= 0 with a positive sum per weighted dataset.
         **kwargs
             Unused; kept for scvi-tools signature compatibility.
 
@@ -263,6 +333,8 @@ class UniPort(UnsupervisedTrainingMixin, BaseModelClass):
             check_finite(S, f"obsm[{specific_obsm_key!r}]")
             if S.size and (S.min() < 0 or S.max() > 1):
                 raise ValueError(f"obsm[{specific_obsm_key!r}] must lie in [0, 1].")
+        if weight_key is not None:
+            _check_weights(adata, weight_key, source_key, mode)
         adata.obs[KEYS.INDICES_OBS] = np.arange(adata.n_obs)
         setup_method_args = cls._get_setup_method_args(**locals())
         setup_method_args["setup_args"]["specific_widths"] = specific_widths
@@ -275,9 +347,114 @@ class UniPort(UnsupervisedTrainingMixin, BaseModelClass):
             fields.append(ObsmField(KEYS.SPECIFIC, specific_obsm_key))
         if labels_key is not None:
             fields.append(CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, labels_key))
+        if weight_key is not None:
+            fields.append(NumericalObsField(KEYS.WEIGHT, weight_key))
         manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
         manager.register_fields(adata, **kwargs)
         cls.register_manager(manager)
+
+    @classmethod
+    def setup_mudata(
+        cls,
+        mdata,
+        modalities: Sequence[str] | None = None,
+        source_key: str | None = None,
+        modality: str | None = None,
+        mode: str = MODES.HORIZONTAL,
+        labels_key: str | None = None,
+        layer: str | None = None,
+        **prepare_kwargs: Any,
+    ) -> AnnData:
+        """Build and register uniPort's AnnData from a MuData; returns it (pass it to :class:`UniPort`).
+
+        Two layouts: one modality per dataset (``source_key=None``; e.g. ``{"atac": gene activity, "rna": rna}``,
+        or paired modalities with ``mode="v"``), or one modality holding all datasets with an ``obs`` column
+        ``source_key`` naming each cell's dataset (``modality`` picks it; default the first). Raw counts go
+        through :func:`~scvi_ext.uniport.prepare_anndata` (the last dataset is the OT reference), then
+        :meth:`setup_anndata`. Unlike scvi-tools' MuData models the model is built on the returned AnnData,
+        because uniPort's common and dataset-specific blocks are normalised separately (spec §10).
+
+        Parameters
+        ----------
+        mdata
+            :class:`mudata.MuData` (or any object with a ``.mod`` mapping of name -> AnnData).
+        modalities
+            Modalities to use, in order (default all); one-modality-per-dataset layout.
+        source_key, modality
+            Dataset column, and the modality that holds all datasets (second layout).
+        mode
+            ``"h"``, ``"v"`` or ``"d"``.
+        labels_key
+            Optional label column (of each modality's ``obs``, or ``mdata.obs``) copied to the result and
+            registered (empty string where a dataset lacks it).
+        layer
+            Counts layer (default ``X``).
+        **prepare_kwargs
+            Passed to :func:`~scvi_ext.uniport.prepare_anndata` (HVG numbers, ``input_reps``, ...).
+
+        Returns
+        -------
+        anndata.AnnData
+            The registered AnnData.
+
+        Raises
+        ------
+        KeyError, ValueError
+            Unknown modality or column, fewer than 2 datasets (modes ``h``/``d``), no shared features.
+
+        Examples
+        --------
+        >>> ad = UniPort.setup_mudata(mdata, modalities=["atac", "rna"])  # doctest: +SKIP
+        >>> model = UniPort(ad)  # doctest: +SKIP
+        """
+        from ._data import prepare_anndata
+
+        mods = getattr(mdata, "mod", None)
+        if not isinstance(mods, Mapping):
+            raise TypeError("mdata must be a MuData (an object with a `.mod` mapping of name -> AnnData).")
+        if source_key is None:
+            names = list(mods) if modalities is None else list(modalities)
+            missing = [n for n in names if n not in mods]
+            if missing:
+                raise KeyError(f"modalities {missing} are not in mdata.mod (available: {list(mods)}).")
+            datasets = {n: mods[n] for n in names}
+        else:
+            name = modality if modality is not None else next(iter(mods))
+            if name not in mods:
+                raise KeyError(f"modality={name!r} is not in mdata.mod (available: {list(mods)}).")
+            one = mods[name]
+            check_obs_key(one, source_key, "source_key")
+            col = one.obs[source_key]
+            cats = [
+                str(c)
+                for c in (col.cat.categories if hasattr(col, "cat") else dict.fromkeys(col.astype(str)))
+            ]
+            values = col.astype(str).to_numpy()
+            datasets = {c: one[values == c] for c in cats if (values == c).any()}
+        prepared = prepare_anndata(datasets, mode=mode, layer=layer, **prepare_kwargs)
+        if labels_key is not None:
+            parts = []
+            for d in datasets.values():
+                obs = d.obs if labels_key in d.obs else None
+                if obs is None and hasattr(mdata, "obs") and labels_key in mdata.obs:
+                    obs = mdata.obs.reindex(d.obs_names)
+                parts.append(
+                    obs[labels_key].astype(str).to_numpy()
+                    if obs is not None
+                    else np.full(d.n_obs, "", object)
+                )
+                if mode == MODES.VERTICAL:
+                    break  # one row per paired cell
+            if all(not (p != "").any() for p in parts):
+                raise KeyError(f"labels_key={labels_key!r} is not a column of any dataset (or of mdata.obs).")
+            prepared.obs[labels_key] = np.concatenate(parts)
+        cls.setup_anndata(
+            prepared,
+            source_key=None if mode == MODES.VERTICAL else KEYS.SOURCE_OBS,
+            mode=mode,
+            labels_key=labels_key,
+        )
+        return prepared
 
     # ------------------------------------------------------------------ training
     def train(
@@ -290,6 +467,7 @@ class UniPort(UnsupervisedTrainingMixin, BaseModelClass):
         early_stopping: bool = True,
         early_stopping_patience: int = DEFAULTS.PATIENCE,
         save_ot: bool = False,
+        sampler: str = "random",
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
         plan_kwargs: dict | None = None,
@@ -316,6 +494,10 @@ class UniPort(UnsupervisedTrainingMixin, BaseModelClass):
         save_ot
             Keep the global OT plan (warm-starts the minibatch solves, spec §6) for :meth:`get_ot_plan`,
             :meth:`transfer_labels` with ``method="ot"`` and :meth:`deconvolve`.
+        sampler
+            ``"random"`` (default, reference 1.3: ``batch_size`` rows drawn from all datasets together, so a
+            small dataset may be missing from a batch) or ``"balanced"`` (``batch_size // S`` rows of every
+            dataset in every batch, small datasets repeated; :class:`~scvi_ext.uniport.BalancedSourceSampler`).
         accelerator, devices
             Lightning settings.
         plan_kwargs
@@ -331,6 +513,8 @@ class UniPort(UnsupervisedTrainingMixin, BaseModelClass):
         --------
         >>> model.train(max_iterations=1500, save_ot=True)  # doctest: +SKIP
         """
+        if sampler not in ("random", "balanced"):
+            raise ValueError(f"sampler must be 'random' or 'balanced', got {sampler!r}.")
         n_obs = self.adata.n_obs
         bs = int(min(batch_size, n_obs))
         if max_epochs is None:
@@ -349,7 +533,8 @@ class UniPort(UnsupervisedTrainingMixin, BaseModelClass):
             "lr": lr,
             "weight_decay": weight_decay,
             "eps": DEFAULTS.ADAM_EPS,
-            "optimizer": "Adam",
+            "optimizer": "Custom",
+            "optimizer_creator": partial(_adam, lr=lr, weight_decay=weight_decay, eps=DEFAULTS.ADAM_EPS),
             "reduce_lr_on_plateau": False,
             "n_epochs_kl_warmup": None,
             "n_steps_kl_warmup": None,
@@ -358,6 +543,13 @@ class UniPort(UnsupervisedTrainingMixin, BaseModelClass):
             "within_index": cumulative_within_index(codes),
         }
         kwargs.update(plan_kwargs or {})
+        splitter: dict[str, Any] = {"drop_last": True}
+        if sampler == "balanced":
+            # positions = rows (no shuffled split); the sampler yields whole batches
+            splitter.update(
+                sampler=BalancedSourceSampler(codes, bs),
+                collate_fn=unwrap_batch,
+            )
         es = None
         if early_stopping and self.mode == MODES.HORIZONTAL:
             es = _RestoreBestEarlyStopping(early_stopping_patience)
@@ -369,12 +561,75 @@ class UniPort(UnsupervisedTrainingMixin, BaseModelClass):
             train_size=1.0,
             batch_size=bs,
             early_stopping=False,
-            datasplitter_kwargs={"drop_last": True},
+            datasplitter_kwargs=splitter,
+            shuffle_set_split=sampler != "balanced",
             plan_kwargs=kwargs,
             **trainer_kwargs,
         )
         self._plan_store = store
         self.early_stopped_ = bool(es is not None and es.fired)
+
+    # ------------------------------------------------------------------ save / load with the global plan
+    def save(
+        self,
+        dir_path: str,
+        prefix: str | None = None,
+        overwrite: bool = False,
+        save_anndata: bool = False,
+        save_ot_plan: bool = True,
+        ot_plan_sparse: bool = False,
+        ot_plan_threshold: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        """scvi-tools ``save`` plus the global OT plan (``<prefix>ot_plan/``) when one was kept.
+
+        Parameters
+        ----------
+        dir_path, prefix, overwrite, save_anndata
+            As :meth:`scvi.model.base.BaseModelClass.save`.
+        save_ot_plan
+            Also write the global plan (if ``train(save_ot=True)`` kept one), block by block.
+        ot_plan_sparse, ot_plan_threshold
+            Store it as CSR keeping entries ``>= threshold * max`` (see :meth:`GlobalPlanStore.save`).
+        **kwargs
+            Passed to the scvi-tools ``save``.
+
+        Examples
+        --------
+        >>> model.save("models/uniport", overwrite=True, ot_plan_sparse=True, ot_plan_threshold=1e-3)  # doctest: +SKIP
+        """
+        super().save(dir_path, prefix=prefix, overwrite=overwrite, save_anndata=save_anndata, **kwargs)
+        plan_dir = os.path.join(dir_path, f"{prefix or ''}{DEFAULTS.PLAN_DIR}")
+        if os.path.isdir(plan_dir):
+            shutil.rmtree(plan_dir)  # scvi's save already refused an existing folder unless overwrite=True
+        if save_ot_plan and self._plan_store is not None:
+            self._plan_store.save(plan_dir, sparse=ot_plan_sparse, threshold=ot_plan_threshold)
+
+    @classmethod
+    def load(cls, dir_path: str, adata: AnnData | None = None, prefix: str | None = None, **kwargs: Any):
+        """scvi-tools ``load``; restores the global OT plan when the folder has one (read-only, memory-mapped).
+
+        Parameters
+        ----------
+        dir_path, adata, prefix
+            As :meth:`scvi.model.base.BaseModelClass.load`.
+        **kwargs
+            Passed to the scvi-tools ``load`` (``accelerator``, ...).
+
+        Returns
+        -------
+        UniPort
+
+        Examples
+        --------
+        >>> model = UniPort.load("models/uniport", adata=ad)  # doctest: +SKIP
+        >>> props = model.deconvolve("cell_type")  # doctest: +SKIP
+        """
+        model = super().load(dir_path, adata=adata, prefix=prefix, **kwargs)
+        plan_dir = os.path.join(dir_path, f"{prefix or ''}{DEFAULTS.PLAN_DIR}")
+        if os.path.isdir(plan_dir):
+            model._plan_store = GlobalPlanStore.load(plan_dir)
+        return model
 
     # ------------------------------------------------------------------ helpers
     def _source_codes(self, adata: AnnData | None = None) -> np.ndarray:
@@ -480,7 +735,7 @@ class UniPort(UnsupervisedTrainingMixin, BaseModelClass):
         """
         if self._plan_store is None:
             raise ValueError(
-                "No global OT plan: train with save_ot=True first (the plan is not saved by save())."
+                "No global OT plan: train with save_ot=True first (or load a model saved with its plan)."
             )
         q = self._default_query(query_source)
         plan = self._plan_store.plans[q]
@@ -650,7 +905,8 @@ class UniPort(UnsupervisedTrainingMixin, BaseModelClass):
         import scanpy as sc
 
         genes = list(reference_model.adata.var_names)
-        present = [g for g in genes if g in set(adata.var_names)]
+        have = set(adata.var_names)
+        present = [g for g in genes if g in have]
         if not present:
             raise ValueError(
                 f"The query shares none of the model's {len(genes)} input features (e.g. {genes[:5]})."

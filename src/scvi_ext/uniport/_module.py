@@ -148,6 +148,11 @@ class UniPortVAE(BaseModuleClass):
     prior_alpha
         If set, the OT cost is multiplied inside the solver by ``1/alpha`` for equal labels and ``alpha``
         otherwise (``get_prior``; labels from the registered labels field).
+    weighted_sources
+        Mode ``h``: per source, whether its cells carry weights (the registered ``uniport_weight`` field,
+        reference ``label_weight``). If any: the common reconstruction becomes the mean over sources of the
+        per-source (weighted) BCE, and the UOT marginals of weighted sources are their normalised weights
+        (spec §4 "Optional label reweighting", A17).
 
     Examples
     --------
@@ -176,6 +181,7 @@ class UniPortVAE(BaseModuleClass):
         loss_type: str = LOSSES.BCE,
         recon_scale: float = DEFAULTS.RECON_SCALE,
         prior_alpha: float | None = None,
+        weighted_sources: Sequence[bool] | None = None,
     ):
         super().__init__()
         self.mode = mode
@@ -189,6 +195,11 @@ class UniPortVAE(BaseModuleClass):
         self.loss_type = loss_type
         self.recon_scale = recon_scale
         self.prior_alpha = prior_alpha
+        self.weighted_sources = (
+            [bool(w) for w in weighted_sources]
+            if weighted_sources is not None and any(weighted_sources)
+            else None
+        )
         self._last_ot: dict[int, torch.Tensor] = {}
         if mode == MODES.DIAGONAL:
             self.encoders = nn.ModuleList([_Encoder(w, n_hidden, n_latent) for w in self.specific_widths])
@@ -296,8 +307,20 @@ class UniPortVAE(BaseModuleClass):
             return mu.new_zeros(())
         mu_r, std_r = mu[rows_r].detach(), std[rows_r].detach()
         labels = tensors.get(REGISTRY_KEYS.LABELS_KEY) if self.prior_alpha is not None else None
+        weights = tensors.get(KEYS.WEIGHT) if self.weighted_sources is not None else None
+        if weights is not None:
+            weights = weights.ravel().to(mu)
+
+        def masses(rows: torch.Tensor, k: int) -> torch.Tensor | None:
+            """Normalised weights of a weighted source's rows (reference `label_weight`), else None."""
+            if weights is None or not self.weighted_sources[k]:
+                return None
+            w = weights[rows]
+            return w / w.sum().clamp_min(torch.finfo(w.dtype).tiny)
+
+        b = masses(rows_r, ref)
         queries = [q for q in torch.unique(source).tolist() if q != ref]
-        costs, priors, inits = [], [], []
+        costs, priors, inits, a_list = [], [], [], []
         for q in queries:
             rows_q = source == q
             costs.append(
@@ -309,9 +332,14 @@ class UniPortVAE(BaseModuleClass):
                 priors.append(torch.where(same, 1.0 / self.prior_alpha, float(self.prior_alpha)).to(mu))
             T0 = None if ot_init is None else ot_init.get(int(q))
             inits.append(T0)
+            a_list.append(masses(rows_q, int(q)))
         solve = {"reg": self.reg, "reg_m": self.reg_m, "n_outer": self.n_outer, "n_inner": self.n_inner}
         if len(queries) == 1:
-            plans = [uot_minibatch(costs[0], inits[0], prior=priors[0] if priors else None, **solve)]
+            plans = [
+                uot_minibatch(
+                    costs[0], inits[0], a=a_list[0], b=b, prior=priors[0] if priors else None, **solve
+                )
+            ]
         else:
             n_max, m = max(c.shape[0] for c in costs), costs[0].shape[1]
             Q = len(costs)
@@ -322,16 +350,30 @@ class UniPortVAE(BaseModuleClass):
             for i, c in enumerate(costs):
                 k = c.shape[0]
                 C_pad[i, :k] = c.detach()
-                a[i, :k] = 1.0 / k
+                a[i, :k] = 1.0 / k if a_list[i] is None else a_list[i]
                 T0[i, :k] = inits[i] if inits[i] is not None else 1.0 / (k * m)
                 if P is not None:
                     P[i, :k] = priors[i]
-            T = uot_minibatch(C_pad, T0, a=a, prior=P, **solve)
+            T = uot_minibatch(C_pad, T0, a=a, b=b, prior=P, **solve)
             plans = [T[i, : c.shape[0]] for i, c in enumerate(costs)]
         total = mu.new_zeros(())
         for q, c, T in zip(queries, costs, plans, strict=True):
             self._last_ot[int(q)] = T
             total = total + (c * T).sum()
+        return total
+
+    def _weighted_common(self, x_hat, x, source, tensors) -> torch.Tensor:
+        """``sum_s 1/S * scale * BCE_s`` with per-cell weights for weighted sources (reference ``label_weight``;
+        BCE even if ``loss_type`` is MSE/L1 for the weighted ones, spec A17)."""
+        weights = tensors[KEYS.WEIGHT].ravel().to(x)
+        total = x.new_zeros(())
+        for k in torch.unique(source).tolist():
+            rows = source == k
+            if self.weighted_sources[k]:
+                err = F.binary_cross_entropy(x_hat[rows], x[rows], weight=weights[rows][:, None])
+            else:
+                err = _recon(x_hat[rows], x[rows], self.loss_type).mean()
+            total = total + err * self.recon_scale / self.n_sources
         return total
 
     def loss(
@@ -360,6 +402,8 @@ class UniPortVAE(BaseModuleClass):
             per_cell = _recon(generative_outputs["x_common"], x, self.loss_type)
             rec_common = scale * per_cell.mean()
             rec_cell = scale * per_cell
+            if self.weighted_sources is not None:
+                rec_common = self._weighted_common(generative_outputs["x_common"], x, source, tensors)
             if generative_outputs["x_specific"]:
                 spec = tensors[KEYS.SPECIFIC]
                 for k, x_hat in generative_outputs["x_specific"].items():

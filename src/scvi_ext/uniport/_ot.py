@@ -2,25 +2,34 @@
 
 The minibatch plan (spec §4.1) is a proximal point method: ``n_outer`` times, solve an entropic unbalanced OT
 problem whose reference measure is the previous plan, with ``n_inner`` Sinkhorn iterations each. Every solve
-is :func:`scvi_ext.ot.sinkhorn_unbalanced` (log domain) with ``c`` = previous plan; the cost is divided by its
-maximum so ``reg`` is relative (spec A6).
+is :func:`scvi_ext.ot.sinkhorn_unbalanced` with ``c`` = previous plan; the cost is divided by its maximum so
+``reg`` is relative (spec A6). The solver runs in the scaling domain (two mat-vecs per iteration, like the
+reference) when ``method="auto"`` finds that the kernel cannot under/overflow, which holds for uniPort's
+defaults (``exp(-C/max C / 0.1) >= e^-10`` times the previous plan), and in the log domain otherwise.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import scipy.sparse as sp
 import torch
-from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.callbacks import Callback
 from scvi import REGISTRY_KEYS
 
 from ..ot import sinkhorn_unbalanced
 from ..train import OTTrainingPlan
-from ._constants import DEFAULTS
+from ._constants import DEFAULTS, KEYS
+
+_EXTRA_METRICS = (KEYS.OT_LOSS, KEYS.REC_COMMON, KEYS.REC_SPECIFIC)
+_SAVE_BLOCK = 4096
+_PLAN_META = "plans.json"
 
 
 def uot_minibatch(
@@ -34,6 +43,7 @@ def uot_minibatch(
     reg_m: float = DEFAULTS.REG_M,
     n_outer: int = DEFAULTS.N_OUTER,
     n_inner: int = DEFAULTS.N_INNER,
+    method: str = "auto",
 ) -> torch.Tensor:
     r"""uniPort's proximal unbalanced OT plan for one minibatch (spec §4.1), without gradient.
 
@@ -62,6 +72,9 @@ def uot_minibatch(
         Marginal relaxation :math:`\rho`.
     n_outer, n_inner
         Proximal steps and Sinkhorn iterations per step (reference: 10 and 10, no convergence test).
+    method
+        Solver domain, see :func:`scvi_ext.ot.sinkhorn_unbalanced`: ``"auto"`` (default; scaling domain
+        when it cannot under/overflow), ``"log"`` or ``"scaling"``.
 
     Returns
     -------
@@ -102,6 +115,8 @@ def uot_minibatch(
                 check_every=int(n_inner),
                 warmstart=warm,
                 validate=False,
+                method=method,
+                compute_objective=False,
             )
             T = res.plan
             warm = (torch.zeros_like(res.f), res.g)  # the first update recomputes f from g
@@ -152,6 +167,7 @@ class GlobalPlanStore:
             else:
                 if self._dir is None:
                     self._dir = tempfile.mkdtemp(prefix="uniport_plan_")
+                os.makedirs(self._dir, exist_ok=True)
                 path = os.path.join(self._dir, f"plan_{q}.f32")
                 mm = np.memmap(path, dtype=np.float32, mode="w+", shape=(n_q, n_r))
                 for start in range(0, n_q, 4096):
@@ -168,6 +184,103 @@ class GlobalPlanStore:
         """
         return torch.from_numpy(np.ascontiguousarray(self.plans[q][np.ix_(rows, cols)]))
 
+    def save(self, directory: str, sparse: bool = False, threshold: float = 0.0) -> None:
+        """Write the plans to ``directory``, block by block (never the whole plan in memory at once).
+
+        Dense: one ``.npy`` per query (written through :func:`numpy.lib.format.open_memmap`). Sparse: one
+        scipy CSR ``.npz`` per query keeping the entries ``>= threshold * max(plan)`` (``threshold=0``: all
+        non-zero entries). A ``plans.json`` lists format and shapes.
+
+        Parameters
+        ----------
+        directory
+            Output folder (created).
+        sparse
+            Store CSR matrices instead of dense arrays.
+        threshold
+            Sparse only: relative cut below which entries are dropped (e.g. ``1e-3``).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> GlobalPlanStore({0: (3, 4)}).save(d, sparse=True)
+        >>> GlobalPlanStore.load(d).plans[0].shape
+        (3, 4)
+        """
+        if threshold < 0 or not np.isfinite(threshold):
+            raise ValueError(f"threshold must be a finite number >= 0, got {threshold!r}.")
+        os.makedirs(directory, exist_ok=True)
+        meta: dict[str, Any] = {"format": "sparse" if sparse else "dense", "plans": {}}
+        for q, plan in self.plans.items():
+            n_q, n_r = plan.shape
+            meta["plans"][str(int(q))] = [int(n_q), int(n_r)]
+            if sparse:
+                cut = 0.0
+                if threshold > 0:
+                    gmax = max(float(np.max(plan[i : i + _SAVE_BLOCK])) for i in range(0, n_q, _SAVE_BLOCK))
+                    cut = threshold * gmax
+                blocks = []
+                for i in range(0, n_q, _SAVE_BLOCK):
+                    blk = np.asarray(plan[i : i + _SAVE_BLOCK], dtype=np.float32)
+                    blocks.append(sp.csr_matrix(np.where(blk >= cut, blk, 0.0) if cut > 0 else blk))
+                sp.save_npz(os.path.join(directory, f"plan_{int(q)}.npz"), sp.vstack(blocks, format="csr"))
+            else:
+                out = np.lib.format.open_memmap(
+                    os.path.join(directory, f"plan_{int(q)}.npy"),
+                    mode="w+",
+                    dtype=np.float32,
+                    shape=(n_q, n_r),
+                )
+                for i in range(0, n_q, _SAVE_BLOCK):
+                    out[i : i + _SAVE_BLOCK] = plan[i : i + _SAVE_BLOCK]
+                out.flush()
+                del out
+        with open(os.path.join(directory, _PLAN_META), "w") as fh:
+            json.dump(meta, fh)
+
+    @classmethod
+    def load(cls, directory: str, mmap: bool = True) -> GlobalPlanStore:
+        """Read plans written by :meth:`save` (dense ones memory-mapped copy-on-write when ``mmap``).
+
+        Parameters
+        ----------
+        directory
+            Folder written by :meth:`save`.
+        mmap
+            Memory-map dense plans instead of reading them into RAM.
+
+        Returns
+        -------
+        GlobalPlanStore
+            Read-only use (read-outs); training starts a new store.
+
+        Examples
+        --------
+        >>> store = GlobalPlanStore.load("model_dir/ot_plan")  # doctest: +SKIP
+        """
+        path = os.path.join(directory, _PLAN_META)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"{directory!r} has no {_PLAN_META}: not a folder written by GlobalPlanStore.save."
+            )
+        with open(path) as fh:
+            meta = json.load(fh)
+        store = cls.__new__(cls)
+        store._dir = directory
+        store.plans = {}
+        for q, shape in meta["plans"].items():
+            if meta["format"] == "sparse":
+                plan = sp.load_npz(os.path.join(directory, f"plan_{q}.npz")).tocsr()
+            else:
+                plan = np.load(os.path.join(directory, f"plan_{q}.npy"), mmap_mode="c" if mmap else None)
+            if tuple(plan.shape) != tuple(shape):
+                raise ValueError(
+                    f"plan {q} in {directory!r} has shape {plan.shape}, expected {tuple(shape)}."
+                )
+            store.plans[int(q)] = plan
+        return store
+
     def scatter(self, q: int, rows: np.ndarray, cols: np.ndarray, block: torch.Tensor) -> None:
         """Overwrite ``plan[q][rows][:, cols]`` with ``block``.
 
@@ -181,34 +294,40 @@ class GlobalPlanStore:
         self.plans[q][np.ix_(rows, cols)] = block.detach().to("cpu", torch.float32).numpy()
 
 
-class _RestoreBestEarlyStopping(EarlyStopping):
-    """Lightning early stopping on the epoch training loss that restores the best weights when it fires.
+class _RestoreBestEarlyStopping(Callback):
+    """Early stopping on the epoch-mean training loss that restores the best weights when it fires.
 
-    If training ends by reaching ``max_epochs`` the last weights are kept (reference parity, spec §5).
+    Same rule as Lightning's ``EarlyStopping(monitor="train_loss", mode="min", min_delta=0)``: an epoch improves
+    when its loss is below the best so far; after ``patience`` epochs without improvement training stops and the
+    best weights are restored. If training ends by reaching ``max_epochs`` the last weights are kept (reference
+    parity, spec §5). The loss is read from the training plan (:meth:`UniPortTrainingPlan.epoch_means`), so
+    nothing has to go through Lightning's (per-call expensive) logging.
     """
 
     def __init__(self, patience: int):
-        super().__init__(
-            monitor="train_loss",
-            mode="min",
-            patience=patience,
-            min_delta=0.0,
-            check_on_train_epoch_end=True,
-            strict=False,
-            verbose=False,
-        )
+        super().__init__()
+        self.patience = int(patience)
+        self.best_score = float("inf")
+        self.wait_count = 0
         self._best_state: dict[str, torch.Tensor] | None = None
         self.fired = False
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        metrics = trainer.callback_metrics
-        current = metrics.get(self.monitor)
-        if current is not None and (self._best_state is None or float(current) < float(self.best_score)):
+        means = pl_module.epoch_means() if hasattr(pl_module, "epoch_means") else None
+        if not means:
+            return
+        current = means["train_loss"]
+        if current < self.best_score:
+            self.best_score = current
+            self.wait_count = 0
             self._best_state = {k: v.detach().clone() for k, v in pl_module.module.state_dict().items()}
-        super().on_train_epoch_end(trainer, pl_module)
-        if trainer.should_stop and self.wait_count >= self.patience and self._best_state is not None:
-            pl_module.module.load_state_dict(self._best_state)
-            self.fired = True
+        else:
+            self.wait_count += 1
+            if self.wait_count >= self.patience:
+                trainer.should_stop = True
+                if self._best_state is not None:
+                    pl_module.module.load_state_dict(self._best_state)
+                self.fired = True
 
 
 class UniPortTrainingPlan(OTTrainingPlan):
@@ -254,8 +373,95 @@ class UniPortTrainingPlan(OTTrainingPlan):
         cols = within[src == ref]
         return {q: (within[src == q], cols) for q in self.plan_store.plans if (src == q).any()}
 
+    def on_train_start(self) -> None:
+        """Start a fresh per-epoch history."""
+        super().on_train_start()
+        self._history: list[dict[str, float]] = []
+
+    def on_train_epoch_start(self) -> None:
+        """Reset the epoch sums of the logged losses."""
+        super().on_train_epoch_start()
+        self._epoch_sums: torch.Tensor | None = None
+        self._epoch_n = 0
+        self._epoch_cache: dict[str, float] | None = None
+
+    def _accumulate(self, out) -> None:
+        """Add this step's losses (weighted by its cells) to the epoch sums; no host sync."""
+        n = int(out.n_obs_minibatch)
+        vals = [
+            out.loss.detach(),
+            out.reconstruction_loss_sum.detach() / n,
+            out.kl_local_sum.detach() / n,
+            torch.as_tensor(out.kl_global_sum, dtype=out.loss.dtype, device=out.loss.device).detach(),
+            *(out.extra_metrics[k].detach() for k in _EXTRA_METRICS),
+        ]
+        step = torch.stack([v.reshape(()).to(out.loss.dtype) for v in vals]) * n
+        self._epoch_sums = step if self._epoch_sums is None else self._epoch_sums + step
+        self._epoch_n += n
+
+    def epoch_means(self) -> dict[str, float] | None:
+        """Means of this epoch's losses (one host sync, cached), named as scvi-tools logs them.
+
+        ``train_loss``, ``elbo_train``, ``reconstruction_loss_train``, ``kl_local_train``, ``kl_global_train``,
+        ``ot_loss_train``, ``rec_common_train``, ``rec_specific_train`` and the ``ot_weight`` schedule;
+        ``None`` before the first step of the epoch.
+
+        Examples
+        --------
+        >>> plan.epoch_means()["train_loss"]  # doctest: +SKIP
+        """
+        if getattr(self, "_epoch_cache", None) is not None:
+            return self._epoch_cache
+        sums = getattr(self, "_epoch_sums", None)
+        if sums is None or self._epoch_n == 0:
+            return None
+        loss, rec, kl_l, kl_g, *extra = (sums / self._epoch_n).tolist()
+        self._epoch_cache = {
+            "train_loss": loss,
+            "elbo_train": rec + kl_l + kl_g,
+            "reconstruction_loss_train": rec,
+            "kl_local_train": kl_l,
+            "kl_global_train": kl_g,
+            **{f"{k}_train": v for k, v in zip(_EXTRA_METRICS, extra, strict=True)},
+            **{f"{k}_weight": v for k, v in self.current_term_weights().items()},
+        }
+        return self._epoch_cache
+
+    def on_train_epoch_end(self) -> None:
+        """Record the epoch means (written to the logger once, at the end of training).
+
+        One Lightning ``log`` call costs milliseconds; with uniPort's short epochs (e.g. 2 steps on 680 cells)
+        per-step or per-epoch logging was a large share of the run time.
+        """
+        means = self.epoch_means()
+        if means is not None:
+            if not hasattr(self, "_history"):
+                self._history = []
+            self._history.append({"epoch": self.current_epoch, **means})
+        super().on_train_epoch_end()
+
+    def on_train_end(self) -> None:
+        """Write the per-epoch history to the logger (scvi-tools' ``model.history``) in one go."""
+        super().on_train_end()
+        rows = getattr(self, "_history", [])
+        logger = self.logger
+        if not rows or logger is None:
+            return
+        data = getattr(getattr(logger, "experiment", None), "data", None)
+        if isinstance(data, dict):  # scvi's SimpleLogger: {key: DataFrame indexed by epoch}
+            frame = pd.DataFrame(rows).set_index("epoch")
+            for key in frame.columns:
+                data[key] = frame[[key]].astype(float)
+        else:
+            for row in rows:
+                logger.log_metrics(dict(row), step=int(row["epoch"]))
+
     def training_step(self, batch, batch_idx):
-        """Gather plan blocks, run the OT-weighted step, scatter the new plans back."""
+        """Gather plan blocks, run the OT-weighted step, scatter the new plans back.
+
+        Logging is lean (see :meth:`on_train_epoch_end`): the per-step losses are summed on the device and
+        logged as epoch means, which removes Lightning's per-step logging cost (spec §5 logs per epoch too).
+        """
         blocks = None
         if self.plan_store is not None:
             blocks = self._blocks(batch)
@@ -264,14 +470,20 @@ class UniPortTrainingPlan(OTTrainingPlan):
                 q: self.plan_store.gather(q, r, c).to(device) for q, (r, c) in blocks.items() if len(c)
             }
         try:
-            loss = super().training_step(batch, batch_idx)
+            self._update_term_weights(batch, log=False)
+            if "kl_weight" in self.loss_kwargs:
+                self.loss_kwargs["kl_weight"] = self.kl_weight
+            _, _, out = self.forward(batch, loss_kwargs=self.loss_kwargs)
         finally:
             self.loss_kwargs.pop("ot_init", None)
+        if not hasattr(self, "_epoch_n"):
+            self._epoch_sums, self._epoch_n, self._epoch_cache = None, 0, None
+        self._accumulate(out)
         if blocks is not None:
             for q, T in self.module._last_ot.items():
                 r, c = blocks[q]
                 self.plan_store.scatter(q, r, c, T)
-        return loss
+        return out.loss
 
 
 def cumulative_within_index(codes: Sequence[int] | np.ndarray) -> np.ndarray:

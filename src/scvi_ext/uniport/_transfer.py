@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from ..neighbors import knn
 
@@ -68,7 +69,9 @@ def plan_label_scores(
     factor = 1.0 / np.maximum(n_c, 1) if balance else n_c / len(codes)
     out = np.empty((plan.shape[0], len(cats)), dtype=np.float64)
     for start in range(0, plan.shape[0], _ROW_BLOCK):
-        block = np.asarray(plan[start : start + _ROW_BLOCK], dtype=np.float64)
+        block = plan[start : start + _ROW_BLOCK]
+        block = block.toarray() if sp.issparse(block) else block
+        block = np.asarray(block, dtype=np.float64)
         out[start : start + _ROW_BLOCK] = (block @ onehot) * factor
     if min_cut is not None:
         out[out < min_cut * out.max(1, keepdims=True)] = 0.0

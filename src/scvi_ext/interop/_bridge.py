@@ -479,7 +479,8 @@ def read_model_info(model_dir: str) -> dict[str, Any]:
 def _align_query(query: AnnData, features: list[str]) -> AnnData:
     import anndata
 
-    present = [g for g in features if g in set(query.var_names)]
+    query_genes = set(query.var_names)
+    present = [g for g in features if g in query_genes]
     if not present:
         raise ValueError("The query shares none of the reference model's features; check the gene names.")
     if len(present) < len(features):
@@ -492,10 +493,12 @@ def _align_query(query: AnnData, features: list[str]) -> AnnData:
     col = {g: j for j, g in enumerate(query.var_names)}
     X = sp.csr_matrix(query.X)
     src = np.array([col.get(g, -1) for g in features])
-    have = src >= 0
-    out = sp.lil_matrix((query.n_obs, len(features)), dtype=np.float32)
-    out[:, np.flatnonzero(have)] = X[:, src[have]]
-    return anndata.AnnData(X=sp.csr_matrix(out), obs=query.obs.copy(), var=pd.DataFrame(index=pd.Index(features)))
+    have = np.flatnonzero(src >= 0)
+    # scatter the present columns to their model positions with one sparse product (missing ones stay zero)
+    place = sp.csr_matrix((np.ones(have.size, dtype=np.float32), (np.arange(have.size), have)),
+                          shape=(have.size, len(features)))
+    out = (X[:, src[have]].astype(np.float32) @ place).tocsr()
+    return anndata.AnnData(X=out, obs=query.obs.copy(), var=pd.DataFrame(index=pd.Index(features)))
 
 
 def transfer_labels(

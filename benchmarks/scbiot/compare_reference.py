@@ -53,18 +53,18 @@ a = ad.read_h5ad(path_in)
 if which == "v107":
     spec = importlib.util.spec_from_file_location("scbiot_v107_integrate", src)
     mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
-    t = time.perf_counter()
+    t = time.perf_counter(); c = time.process_time()
     res = mod.integrate_ot(a, obsm_key="X_pca", batch_key=batch_key, out_key="X_ref", use_gpu=False, verbose=False, **extra)
-    wall = time.perf_counter() - t
+    wall = time.perf_counter() - t; cpu = time.process_time() - c
     m = res[-1] if isinstance(res, tuple) else res
 else:
     import scbiot as scb
-    t = time.perf_counter()
+    t = time.perf_counter(); c = time.process_time()
     res = scb.ot.integrate(a, obsm_key="X_pca", batch_key=batch_key, out_key="X_ref", use_gpu=False, verbose=False, **extra)
-    wall = time.perf_counter() - t
+    wall = time.perf_counter() - t; cpu = time.process_time() - c
     m = res[1] if isinstance(res, tuple) else {}
 np.save(out_npy, np.asarray(a.obsm["X_ref"], dtype=np.float32))
-print("RESULT " + json.dumps({"wall_s": wall, "metrics": {k: (float(v) if np.isscalar(v) else None) for k, v in dict(m).items()}}))
+print("RESULT " + json.dumps({"wall_s": wall, "cpu_s": cpu, "metrics": {k: (float(v) if np.isscalar(v) else None) for k, v in dict(m).items()}}))
 """
 
 
@@ -85,13 +85,23 @@ def _run_ref(py, which, h5, batch_key, src, extra) -> tuple[np.ndarray, dict]:
         return np.load(out), json.loads(line[7:])
 
 
-def _ours(a, batch_key, **kw) -> tuple[np.ndarray, dict, float]:
+def _ours(a, batch_key, **kw) -> tuple[np.ndarray, dict, float, float]:
     import scvi_ext.scbiot as scb
 
     b = a.copy()
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     m = scb.integrate_ot(b, "X_pca", batch_key, out_key="X_ours", **kw)
-    return b.obsm["X_ours"], m, time.perf_counter() - t
+    return b.obsm["X_ours"], m, time.perf_counter() - t, time.process_time() - c
+
+
+#: our variants: name -> integrate_ot arguments (on top of random_state)
+def _variants() -> dict[str, dict]:
+    return {
+        "ours_paper_defaults": {"prealign": "none"},
+        "ours_reference_solver": {"prealign": "none", "ot_solver": "reference"},
+        "ours_defaults_prealign_auto": {},
+        "ours_rna_preset": {"prealign": "none", **_rna_preset()},
+    }
 
 
 def main() -> None:
@@ -100,6 +110,7 @@ def main() -> None:
     p.add_argument("--v107-source", required=True, help="path to v1.0.7 src/scbiot/ot/integrate.py")
     p.add_argument("--data", default=str(Path(__file__).resolve().parents[3] / "shared" / "data"))
     p.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="random_state of ours and v1.0.7")
     p.add_argument("--timing-iters", type=int, default=5)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--skip-121", action="store_true")
@@ -119,7 +130,7 @@ def main() -> None:
     from scvi_ext.methods import prepare
     from scvi_ext.metrics import scib_benchmark
 
-    results = {}
+    results = {"uptime_start": _uptime()}
     for name in args.datasets:
         rel, batch_key, label_key = DATASETS[name]
         raw = ad.read_h5ad(Path(args.data) / rel)
@@ -129,112 +140,80 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as d:
             h5 = os.path.join(d, "in.h5ad")
             slim.write_h5ad(h5)
-            row: dict = {"n_cells": int(a.n_obs), "batch_key": batch_key, "label_key": label_key}
-            # ---- quality runs (defaults)
-            if args.timing_only:
-                _timing(row, slim, h5, batch_key, args)
-                results[name] = row
-                print(name, row["timing_equal_iters"], flush=True)
-                _write_timing(results, args)
-                continue
-            X, m, wall = _ours(slim, batch_key, prealign="none")
-            slim.obsm["ours_paper_defaults"] = X
-            row["ours_paper_defaults"] = {
-                "wall_s": wall,
-                **{k: m[k] for k in ("mix", "overlap0", "strain", "tw", "it", "n_iter_run")},
-            }
-            X, m, wall = _ours(slim, batch_key, prealign="none", **_rna_preset())
-            slim.obsm["ours_rna_preset"] = X
-            row["ours_rna_preset"] = {
-                "wall_s": wall,
-                **{k: m[k] for k in ("mix", "overlap0", "strain", "tw", "it", "n_iter_run")},
-            }
-            Xr, info = _run_ref(args.reference_python, "v107", h5, batch_key, args.v107_source, {})
-            slim.obsm["ref_v107_defaults"] = Xr
-            row["ref_v107_defaults"] = info
-            if not args.skip_121:
-                Xr, info = _run_ref(args.reference_python, "v121", h5, batch_key, None, {})
-                slim.obsm["ref_v121_defaults"] = Xr
-                row["ref_v121_defaults"] = info
-            keys = ["X_pca"] + [k for k in slim.obsm if k != "X_pca"]
-            df = scib_benchmark(slim, batch_key, label_key, keys)
-            row["scib"] = (
-                df[["Total", "Batch", "Bio", "iLISI", "KBET", "KMeans NMI", "KMeans ARI", "Silhouette label"]]
-                .round(4)
-                .to_dict(orient="index")
-            )
-            # ---- timing runs at equal iterations
-            n_it = args.timing_iters
-            force = {"max_iter": n_it, "patience": n_it + 1, "tol": -1e9}
-            ours_force = {**force, "prealign": "none"}
-            ours_t, ref_t = [], []
-            for _ in range(args.repeats):
-                ours_t.append(_ours(slim, batch_key, **ours_force)[2])
-                ref_t.append(
-                    _run_ref(args.reference_python, "v107", h5, batch_key, args.v107_source, force)[1][
-                        "wall_s"
+            row: dict = {"n_cells": int(a.n_obs), "batch_key": batch_key, "label_key": label_key, "runs": {}}
+            if not args.timing_only:
+                for seed in args.seeds:
+                    for var, kw in _variants().items():
+                        X, m, wall, cpu = _ours(slim, batch_key, random_state=seed, **kw)
+                        slim.obsm[f"{var}_s{seed}"] = X
+                        row["runs"][f"{var}_s{seed}"] = {
+                            "wall_s": wall,
+                            "cpu_s": cpu,
+                            **{k: m[k] for k in ("mix", "overlap0", "strain", "tw", "it", "n_iter_run")},
+                        }
+                    Xr, info = _run_ref(
+                        args.reference_python, "v107", h5, batch_key, args.v107_source, {"random_state": seed}
+                    )
+                    slim.obsm[f"ref_v107_defaults_s{seed}"] = Xr
+                    row["runs"][f"ref_v107_defaults_s{seed}"] = info
+                if not args.skip_121:
+                    Xr, info = _run_ref(args.reference_python, "v121", h5, batch_key, None, {})
+                    slim.obsm["ref_v121_defaults_s0"] = Xr
+                    row["runs"]["ref_v121_defaults_s0"] = info
+                keys = ["X_pca"] + [k for k in slim.obsm if k != "X_pca"]
+                df = scib_benchmark(slim, batch_key, label_key, keys)
+                row["scib"] = (
+                    df[
+                        [
+                            "Total",
+                            "Batch",
+                            "Bio",
+                            "iLISI",
+                            "KBET",
+                            "KMeans NMI",
+                            "KMeans ARI",
+                            "Silhouette label",
+                        ]
                     ]
+                    .round(4)
+                    .to_dict(orient="index")
                 )
-            row["timing_equal_iters"] = {
-                "iterations": n_it,
-                "ours_best_s": min(ours_t),
-                "v107_best_s": min(ref_t),
-                "ours_all_s": ours_t,
-                "v107_all_s": ref_t,
-                "speedup": min(ref_t) / min(ours_t),
-            }
+            _timing(row, slim, h5, batch_key, args)
         results[name] = row
-        print(name, json.dumps(row["scib"], indent=1), row["timing_equal_iters"], flush=True)
+        print(name, json.dumps(row.get("scib", {}), indent=1), row["timing_equal_iters"], flush=True)
+        results["uptime_end"] = _uptime()
         _write(results, args)
 
 
+def _uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return ""
+
+
 def _timing(row: dict, slim, h5: str, batch_key: str, args) -> None:
+    """Equal iterations, interleaved ours / v1.0.7, one thread each; wall and process CPU seconds."""
     n_it = args.timing_iters
     force = {"max_iter": n_it, "patience": n_it + 1, "tol": -1e9}
-    ours_t, ref_t = [], []
+    ours_w, ours_c, ref_w, ref_c = [], [], [], []
+    _ours(slim, batch_key, **force, prealign="none")  # warm-up (imports, faiss/sklearn first calls)
     for _ in range(args.repeats):
-        ours_t.append(_ours(slim, batch_key, **force, prealign="none")[2])
-        ref_t.append(
-            _run_ref(args.reference_python, "v107", h5, batch_key, args.v107_source, force)[1]["wall_s"]
-        )
+        _, _, w, c = _ours(slim, batch_key, **force, prealign="none")
+        ours_w.append(w)
+        ours_c.append(c)
+        info = _run_ref(args.reference_python, "v107", h5, batch_key, args.v107_source, force)[1]
+        ref_w.append(info["wall_s"])
+        ref_c.append(info.get("cpu_s", float("nan")))
     row["timing_equal_iters"] = {
         "iterations": n_it,
-        "ours_best_s": min(ours_t),
-        "v107_best_s": min(ref_t),
-        "ours_all_s": ours_t,
-        "v107_all_s": ref_t,
-        "speedup": min(ref_t) / min(ours_t),
+        "ours_wall_s": ours_w,
+        "ours_cpu_s": ours_c,
+        "v107_wall_s": ref_w,
+        "v107_cpu_s": ref_c,
+        "speedup_wall_median": float(np.median(ref_w) / np.median(ours_w)),
+        "speedup_cpu_median": float(np.median(ref_c) / np.median(ours_c)),
     }
-
-
-def _write_timing(results: dict, args) -> None:
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=2, default=float))
-    cmd = (
-        f"python benchmarks/scbiot/compare_reference.py --reference-python {args.reference_python} "
-        f"--v107-source {args.v107_source} --datasets {' '.join(args.datasets)} --timing-iters {args.timing_iters} "
-        f"--repeats {args.repeats} --timing-only --out {args.out}"
-    )
-    lines = [
-        f"`{cmd}`",
-        "",
-        "Equal-iteration timing of part A: ours vs the v1.0.7 paper code, both forced to the same "
-        "number of iterations (no early stop, every candidate accepted), one thread each (torch, faiss, BLAS), "
-        "same PCA input, wall seconds of the integrate call only (imports excluded); shared, heavily loaded "
-        "2-core CPU, so the best of the repeats is compared.",
-        "",
-        "| dataset | cells | iterations | ours s (all) | v1.0.7 s (all) | speed-up (best/best) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, row in results.items():
-        t = row["timing_equal_iters"]
-        lines.append(
-            f"| {name} | {row['n_cells']} | {t['iterations']} | {t['ours_best_s']:.2f} "
-            f"({', '.join(f'{x:.2f}' for x in t['ours_all_s'])}) | {t['v107_best_s']:.2f} "
-            f"({', '.join(f'{x:.2f}' for x in t['v107_all_s'])}) | **{t['speedup']:.1f}×** |"
-        )
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
 def _rna_preset() -> dict:
@@ -249,40 +228,74 @@ def _write(results: dict, args) -> None:
     out.with_suffix(".json").write_text(json.dumps(results, indent=2, default=float))
     cmd = (
         f"python benchmarks/scbiot/compare_reference.py --reference-python {args.reference_python} "
-        f"--v107-source {args.v107_source} --datasets {' '.join(args.datasets)} --timing-iters {args.timing_iters} "
-        f"--repeats {args.repeats}{' --skip-121' if args.skip_121 else ''} --out {args.out}"
+        f"--v107-source {args.v107_source} --datasets {' '.join(args.datasets)} "
+        f"--seeds {' '.join(map(str, args.seeds))} --timing-iters {args.timing_iters} --repeats {args.repeats}"
+        f"{' --skip-121' if args.skip_121 else ''}{' --timing-only' if args.timing_only else ''} --out {args.out}"
     )
     lines = [
         f"`{cmd}`",
         "",
-        "Part A (OT refinement of the 30-PC PCA) vs the references. scib-metrics 0.5 Benchmarker, default "
-        "metrics, unscaled (reference-results.md pipeline). Times: one thread, wall seconds on a shared, "
-        "noisy 2-core CPU; the timing run forces the same number of iterations on both sides "
-        "(no early stop, best of repeats). v1.0.7 = the authors' paper code (GitHub tag), 1.2.1 = PyPI.",
+        f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Box load (shared 2-core CPU, other engineers' "
+        f"jobs running): start `{results.get('uptime_start', '')}`, end `{results.get('uptime_end', '')}`.",
+        "",
+        "Part A (OT refinement of the 30-PC PCA) vs the references. scib-metrics Benchmarker, default metrics, "
+        "unscaled (reference-results.md pipeline). v1.0.7 = the authors' paper code (GitHub tag), 1.2.1 = PyPI "
+        "(seed 0 only). Variants of ours: `paper_defaults` = integrate_ot defaults with `prealign='none'` (exact "
+        "log-domain UOT, mini-batch k-means); `reference_solver` = the same with `ot_solver='reference'` "
+        "(emulates the paper code's float32 scaling with machine-epsilon floors); `defaults_prealign_auto` = "
+        "the function's real defaults; `rna_preset` = the `rna` preset, `prealign='none'`. Seeds = "
+        "`random_state` of ours and of v1.0.7.",
+        "",
+        "Timing: both forced to the same number of iterations (no early stop, every candidate accepted), "
+        "one thread each, same PCA input, integrate call only, ours and v1.0.7 interleaved; medians of the "
+        "repeats, wall and process CPU seconds (CPU seconds are less sensitive to the shared load).",
         "",
     ]
     for name, row in results.items():
+        if not isinstance(row, dict):
+            continue
         lines += [
             f"## {name} ({row['n_cells']} cells, batch `{row['batch_key']}`, label `{row['label_key']}`)",
             "",
-            "| embedding | Total | Batch | Bio | iLISI | kBET | KMeans NMI | Sil. label | wall s | best it / run |",
-            "|---|---|---|---|---|---|---|---|---|---|",
         ]
-        for key, s in row["scib"].items():
-            info = row.get(key, {})
-            wall = info.get("wall_s")
-            met = info.get("metrics", info)
-            it = f"{met.get('it', '')} / {met.get('n_iter_run', '')}" if met else ""
-            lines.append(
-                f"| {key} | {s['Total']:.3f} | {s['Batch']:.3f} | {s['Bio']:.3f} | {s['iLISI']:.3f} | "
-                f"{s['KBET']:.3f} | {s['KMeans NMI']:.3f} | {s['Silhouette label']:.3f} | "
-                f"{'' if wall is None else f'{wall:.1f}'} | {it} |"
-            )
+        scib = row.get("scib", {})
+        if scib:
+            lines += [
+                "| embedding | Total | Batch | Bio | iLISI | kBET | KMeans NMI | Sil. label | wall s | best it / run |",
+                "|---|---|---|---|---|---|---|---|---|---|",
+            ]
+            for key, sc in scib.items():
+                info = row["runs"].get(key, {})
+                wall = info.get("wall_s")
+                met = info.get("metrics", info)
+                it = f"{met.get('it', '')} / {met.get('n_iter_run', '')}" if met else ""
+                lines.append(
+                    f"| {key} | {sc['Total']:.3f} | {sc['Batch']:.3f} | {sc['Bio']:.3f} | {sc['iLISI']:.3f} | "
+                    f"{sc['KBET']:.3f} | {sc['KMeans NMI']:.3f} | {sc['Silhouette label']:.3f} | "
+                    f"{'' if wall is None else f'{wall:.1f}'} | {it} |"
+                )
+            lines += [
+                "",
+                "Mean over seeds:",
+                "",
+                "| variant | Total (mean) | minus v1.0.7 |",
+                "|---|---|---|",
+            ]
+            means = {}
+            for key, sc in scib.items():
+                if "_s" in key and key != "X_pca":
+                    means.setdefault(key.rsplit("_s", 1)[0], []).append(sc["Total"])
+            ref = np.mean(means.get("ref_v107_defaults", [np.nan]))
+            for var, vals in means.items():
+                lines.append(f"| {var} | {np.mean(vals):.3f} (n={len(vals)}) | {np.mean(vals) - ref:+.3f} |")
+            lines.append("")
         t = row["timing_equal_iters"]
         lines += [
-            "",
-            f"Equal iterations ({t['iterations']}, every candidate accepted): ours {t['ours_best_s']:.2f} s, "
-            f"v1.0.7 {t['v107_best_s']:.2f} s → **{t['speedup']:.1f}× faster** (best of {len(t['ours_all_s'])}).",
+            f"Equal iterations ({t['iterations']}): ours wall {np.median(t['ours_wall_s']):.2f} s / CPU "
+            f"{np.median(t['ours_cpu_s']):.2f} s, v1.0.7 wall {np.median(t['v107_wall_s']):.2f} s / CPU "
+            f"{np.median(t['v107_cpu_s']):.2f} s → **{t['speedup_wall_median']:.1f}× (wall), "
+            f"{t['speedup_cpu_median']:.1f}× (CPU)** (medians of {len(t['ours_wall_s'])}; all wall: ours "
+            f"{', '.join(f'{x:.2f}' for x in t['ours_wall_s'])}; v1.0.7 {', '.join(f'{x:.2f}' for x in t['v107_wall_s'])}).",
             "",
         ]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")

@@ -52,6 +52,26 @@ def test_uot_stable_at_paper_eps_where_plain_scaling_collapses():
         assert np.linalg.norm(out - R.mean(0), axis=1).max() < 15.0
 
 
+def test_reference_solver_emulates_the_paper_code():
+    """``solver="reference"``: same answer as the exact solve where the kernel is well scaled, but a prototype
+    whose kernel mass towards the reference is below float32 epsilon is pulled to the origin (the paper code)."""
+    rng = np.random.default_rng(0)
+    Bp, R = rng.normal(size=(12, 3)), rng.normal(size=(9, 3))
+    exact = scb.uot_barycentric([Bp], R, reg=0.5, reg_m=0.4, cost_clip_q=0.8, tol=1e-7, n_iter=5000)[0]
+    emul = scb.uot_barycentric(
+        [Bp], R, reg=0.5, reg_m=0.4, cost_clip_q=0.8, tol=1e-7, n_iter=5000, solver="reference"
+    )[0]
+    np.testing.assert_allclose(emul, exact, atol=1e-3)
+    R = rng.normal(size=(20, 5)) + 30.0
+    Bp = np.vstack([rng.normal(size=(10, 5)) + 30.0, np.full((1, 5), -40.0)])
+    emul = scb.uot_barycentric([Bp], R, reg=0.028, reg_m=0.40, cost_clip_q=0.8, solver="reference")[0]
+    exact = scb.uot_barycentric([Bp], R, reg=0.028, reg_m=0.40, cost_clip_q=0.8)[0]
+    assert np.linalg.norm(emul[-1]) < 1e-3  # the far prototype collapses to the origin
+    assert np.linalg.norm(exact[-1] - R.mean(0)) < 15.0  # the exact solve maps it into the reference cloud
+    with pytest.raises(ValueError, match="solver"):
+        scb.uot_barycentric([Bp], R, reg=0.028, reg_m=0.40, cost_clip_q=0.8, solver="plain")
+
+
 def test_uot_batched_equals_one_by_one():
     rng = np.random.default_rng(2)
     R = rng.normal(size=(15, 4))
@@ -188,6 +208,10 @@ def test_bad_input(emb_adata):
         scb.integrate(emb_adata, "supervised")
     with pytest.raises(ValueError, match="reference"):
         scb.integrate_ot(emb_adata, "X_pca", "batch", reference="b9")
+    with pytest.raises(ValueError, match="ot_solver"):
+        scb.integrate_ot(emb_adata, "X_pca", "batch", ot_solver="plain")
+    with pytest.raises(ValueError, match="kmeans_backend"):
+        scb.integrate_ot(emb_adata, "X_pca", "batch", kmeans_backend="lloyd")
 
 
 def test_input_not_modified_beyond_documented_fields(emb_adata):

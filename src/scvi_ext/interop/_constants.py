@@ -20,10 +20,7 @@ MODEL_CLASSES: dict[str, str] = {
 
 
 #: Methods whose query mapping the bridge cannot do generically yet, with the reason.
-QUERY_UNSUPPORTED: dict[str, str] = {
-    "scbiot": "scBIOT's model reads an OT-refined PCA that a query cannot be projected into without the "
-    "reference's PCA loadings",
-}
+QUERY_UNSUPPORTED: dict[str, str] = {}
 
 
 class _Files(NamedTuple):

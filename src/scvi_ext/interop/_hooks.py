@@ -41,12 +41,19 @@ def _uniport(adata: AnnData, batch_key: str, seed: int) -> tuple[AnnData, dict[s
 
 
 def _scbiot(adata: AnnData, batch_key: str, seed: int) -> tuple[AnnData, dict[str, Any]]:
-    # scBIOT's model reads the OT-refined PCA and OT pseudo-labels (as run_scbiot prepares them).
+    # scBIOT's model reads the OT-refined PCA and OT pseudo-labels (as run_scbiot prepares them). The reference
+    # (prepared: it has the PCA) also records its PCA projection, which the saved model keeps; a query (no PCA)
+    # is left as it is: SCBIOT.load_query_data rebuilds its OT-refined PCA from the counts with that projection.
+    from .._constants import OBSM_KEYS
+    from ..scbiot import build_query_map
     from ..scbiot._integrate import KEYS, integrate, pseudo_labels
 
+    if OBSM_KEYS.PCA not in adata.obsm:
+        return adata, {}
     ad = adata.copy()
-    integrate(ad, "rna", obsm_key="X_pca", batch_key=batch_key, out_key=KEYS.OT_OUT, random_state=seed)
+    integrate(ad, "rna", obsm_key=OBSM_KEYS.PCA, batch_key=batch_key, out_key=KEYS.OT_OUT, random_state=seed)
     pseudo_labels(ad, KEYS.OT_OUT, random_state=seed)
+    build_query_map(ad, OBSM_KEYS.PCA, KEYS.OT_OUT)
     return ad, {"obsm_key": KEYS.OT_OUT, "pseudo_label_key": KEYS.PSEUDO}
 
 

@@ -2,7 +2,8 @@
 
 Part A (:func:`integrate_ot`, :func:`integrate`) works on any embedding (PCA, LSI, a model's latent); part B
 (:class:`SCBIOT`) models the OT output; :func:`transfer_labels` transfers labels on the integrated embedding;
-:func:`tfidf` / :func:`lsi` prepare ATAC peaks.
+:func:`tfidf` / :func:`lsi` prepare ATAC peaks; :func:`build_query_map` / :func:`project_query` let a trained
+:class:`SCBIOT` embed query cells given as counts.
 
 Examples
 --------
@@ -25,6 +26,7 @@ from ._ot_refine import (
     smooth_shift,
     uot_barycentric,
 )
+from ._query import build_query_map, project_query
 from ._trainingplan import BalancedBatchSampler, BalancedDataSplitter, SCBIOTTrainingPlan
 from ._transfer import transfer_labels
 
@@ -35,10 +37,12 @@ __all__ = [
     "BalancedDataSplitter",
     "SCBIOTTrainingPlan",
     "batch_separation",
+    "build_query_map",
     "guard_ratios",
     "integrate",
     "integrate_ot",
     "lsi",
+    "project_query",
     "pseudo_labels",
     "rare_mask",
     "rna_atac_coembedding",

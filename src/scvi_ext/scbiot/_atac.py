@@ -93,7 +93,8 @@ def lsi(
     -------
     numpy.ndarray
         ``(n_obs, n_components)`` LSI embedding (also in ``adata.obsm[key_added]``), rows standardised per
-        component.
+        component. What a query needs to be projected into it (peaks kept, their IDF, the SVD components and
+        the standardisation) goes to ``adata.uns["scbiot_lsi"]`` (used by :func:`build_query_map`).
 
     Examples
     --------
@@ -110,11 +111,16 @@ def lsi(
         raise ValueError(f"n_components={n_components} is too large for {n_cells} cells x {n_peaks} peaks.")
     features = np.arange(n_peaks)
 
+    proj: dict = {}
+
     def _svd(M):
         svd = TruncatedSVD(n_components=k, random_state=random_state, algorithm="arpack")
         Z = svd.fit_transform(M)
-        Z = Z[:, 1:] if drop_first else Z
-        return (Z - Z.mean(0)) / (Z.std(0) + 1e-8)
+        comps = svd.components_
+        if drop_first:
+            Z, comps = Z[:, 1:], comps[1:]
+        proj.update(components=comps.astype(np.float32), mean=Z.mean(0), std=Z.std(0) + 1e-8)
+        return (Z - proj["mean"]) / proj["std"]
 
     Z = _svd(T)
     for _ in range(1, int(n_iter)):
@@ -132,6 +138,16 @@ def lsi(
         features = np.argsort(means.var(0))[::-1][: min(n_top, n_peaks)]
         Z = _svd(T[:, np.sort(features)])
     adata.obsm[key_added] = Z.astype(np.float32)
+    sel = np.sort(features)
+    col = np.asarray(sp.csr_matrix(X).sum(0)).ravel()
+    idf = np.where(col > 0, n_cells / np.maximum(col, 1e-12), 0.0)
+    adata.uns[KEYS.LSI_PROJECTION] = {
+        "obsm_key": key_added,
+        "features": np.asarray(adata.var_names[sel], dtype=str),
+        "idf": idf[sel].astype(np.float64),
+        "scale_factor": 1e4,
+        **proj,
+    }
     return adata.obsm[key_added]
 
 

@@ -13,6 +13,13 @@ class _Keys(NamedTuple):
     PRED_LABEL: str = "pred_cell_type"
     PRED_CONF: str = "pred_confidence"
     UNS: str = "scbiot"  # adata.uns entry with the OT metrics
+    QUERY_MAP: str = (
+        "scbiot_query_map"  # adata.uns entry read by SCBIOT (what a query needs; build_query_map)
+    )
+    LSI_PROJECTION: str = (
+        "scbiot_lsi"  # adata.uns entry written by lsi() (TF-IDF + SVD projection of a query)
+    )
+    COUNTS_LAYER: str = "counts"
 
 
 class _RegistryKeys(NamedTuple):
@@ -27,6 +34,11 @@ class _MetricKeys(NamedTuple):
     STRAIN: str = "strain"
     TW: str = "tw"
     IT: str = "it"
+
+
+class _QueryKinds(NamedTuple):
+    PCA: str = "pca"  # log-normalised counts -> centred PCA loadings
+    LSI: str = "lsi"  # peak counts -> TF-IDF -> SVD components (lsi())
 
 
 class _Reference(NamedTuple):
@@ -44,6 +56,8 @@ KEYS = _Keys()
 REGISTRY_KEYS = _RegistryKeys()
 METRIC_KEYS = _MetricKeys()
 REFERENCE = _Reference()
+QUERY_KINDS = _QueryKinds()
+QUERY_MAP_K = 15  # reference neighbours whose OT displacement a query cell takes
 PREALIGN = _Prealign()
 
 UNLABELED_ALIASES = frozenset({"unknown", "unlabeled", "unlabelled", "unk", "na", "nan", "none", ""})
@@ -66,6 +80,12 @@ RARE_QUANTILE = 0.85
 CLIP_BIG = 50.0
 SINKHORN_ITERS = 1000
 SINKHORN_TOL = 1e-6
+OT_SOLVERS = ("log", "reference")  # exact log-domain UOT | emulation of the paper code's float32 scaling
+KMEANS_BACKENDS = (
+    "minibatch",
+    "kmeanspp",
+    "faiss",
+)  # sklearn mini-batch (paper code) | own k-means++ + Lloyd | faiss
 LABEL_BRIDGE_DAMP = 0.20
 
 # Paper / v1.0.7 ``integrate_ot`` defaults (spec §2.13) and the presets of ``integrate``.

@@ -16,6 +16,7 @@ from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 from .._validation import check_finite, check_n_categories
 from ._constants import KEYS, REGISTRY_KEYS
 from ._module import SCBIOTVAE
+from ._query import complete_query_map, project_query
 from ._trainingplan import BalancedDataSplitter, SCBIOTTrainingPlan
 
 if TYPE_CHECKING:
@@ -197,6 +198,10 @@ class SCBIOT(UnsupervisedTrainingMixin, BaseModelClass):
                 b = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).ravel()
                 self.module.fit_views(X[self.train_indices_], b[self.train_indices_])
         self.readout_state_: dict | None = None
+        # what a query given as counts needs (build_query_map + the reference embeddings); saved with the model
+        x_key = self.adata_manager.data_registry[REGISTRY_KEYS.X_KEY].attr_key
+        b_key = self.adata_manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY).original_key
+        self.query_map_: dict | None = None if adata is None else complete_query_map(adata, x_key, b_key)
         self._model_summary_string = (
             f"SCBIOT model: D={self.summary_stats.n_X}, n_batch={n_batch}, n_prototypes={n_prototypes}, "
             f"pseudo-labels={'yes' if has_pseudo else 'no'}"
@@ -286,6 +291,11 @@ class SCBIOT(UnsupervisedTrainingMixin, BaseModelClass):
         --------
         >>> model.train(max_epochs=2)  # doctest: +SKIP
         """
+        if getattr(self, "_is_query", False):
+            raise ValueError(
+                "Nothing to train: an SCBIOT query model reuses the reference network, view statistics and "
+                "read-out unchanged (the network has no batch input); use get_latent_representation directly."
+            )
         plan_kwargs = {"lr": lr, **(plan_kwargs or {})}
         self.module._best = None
         datasplitter_kwargs = trainer_kwargs.pop("datasplitter_kwargs", {}) or {}
@@ -476,12 +486,17 @@ class SCBIOT(UnsupervisedTrainingMixin, BaseModelClass):
         inplace_subset_query_vars: bool = False,
         accelerator: str = "auto",
         device: int | str = "auto",
+        counts_layer: str | None = None,
     ) -> SCBIOT:
         """Map query cells onto a trained reference: same network, same view transforms and read-out.
 
         The network has no batch input, so nothing new is learned: unseen batches use the global view-2
-        statistics (spec §6.4). ``adata.obsm`` must hold the query's OT embedding under the reference's key
-        (run ``integrate_ot`` on reference + query together).
+        statistics (spec §6.4). The query's OT embedding is taken from ``adata.obsm`` under the reference's key
+        when present (e.g. ``integrate_ot`` run on reference + query together). Otherwise, when the reference
+        was set up on an AnnData carrying :func:`~scvi_ext.scbiot.build_query_map`'s entry, it is rebuilt from
+        the query's counts with the reference's stored projection (PCA loadings or LSI components, feature list,
+        normalisation) and the OT displacement of the nearest reference cells (:func:`project_query`); both
+        ``obsm`` entries are written to ``adata``. The reference model is not modified.
 
         Parameters
         ----------
@@ -491,6 +506,9 @@ class SCBIOT(UnsupervisedTrainingMixin, BaseModelClass):
             Trained :class:`SCBIOT` (or a directory saved by :meth:`save`).
         inplace_subset_query_vars, accelerator, device
             Kept for scvi-tools API compatibility (unused; the data are an ``obsm`` embedding).
+        counts_layer
+            Query counts layer used when the OT embedding is rebuilt (``None``: ``"counts"`` if present, else
+            ``X``).
 
         Returns
         -------
@@ -506,8 +524,22 @@ class SCBIOT(UnsupervisedTrainingMixin, BaseModelClass):
             reference_model = cls.load(reference_model)
         ref_manager = reference_model.adata_manager
         x_key = ref_manager.data_registry[REGISTRY_KEYS.X_KEY].attr_key
+        qmap = getattr(reference_model, "query_map_", None)
         if x_key not in adata.obsm:
-            raise KeyError(f"The query lacks adata.obsm[{x_key!r}] (the reference model's input embedding).")
+            if qmap is None:
+                raise KeyError(
+                    f"The query lacks adata.obsm[{x_key!r}] (the reference model's input embedding) and the "
+                    "reference stores no query map: run integrate_ot on reference + query, or build the "
+                    "reference with scvi_ext.scbiot.build_query_map before SCBIOT(adata)."
+                )
+            b_key = ref_manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY).original_key
+            project_query(adata, qmap, layer=counts_layer, batch_key=b_key if b_key in adata.obs else None)
+        labels_key = ref_manager.get_state_registry(REGISTRY_KEYS.LABELS_KEY).original_key
+        if labels_key is not None and not str(labels_key).startswith("_scvi") and labels_key not in adata.obs:
+            unl = ref_manager.get_state_registry(REGISTRY_KEYS.LABELS_KEY).get(
+                "unlabeled_category", "unknown"
+            )
+            adata.obs[labels_key] = pd.Categorical([unl] * adata.n_obs)  # queries carry no pseudo-labels
         width = np.asarray(adata.obsm[x_key]).shape[1]
         if width != reference_model.summary_stats.n_X:
             raise ValueError(
@@ -530,6 +562,7 @@ class SCBIOT(UnsupervisedTrainingMixin, BaseModelClass):
         model.module.load_state_dict(reference_model.module.state_dict())
         model.module.to(next(reference_model.module.parameters()).device)
         model.readout_state_ = reference_model.readout_state_
+        model.query_map_ = qmap
         model._is_query = True
         model.is_trained_ = True
         model.module.eval()

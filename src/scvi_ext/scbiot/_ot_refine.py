@@ -28,9 +28,9 @@ if TYPE_CHECKING:
     from anndata import AnnData
 
 _CHUNK = 32_768
-_LARGE_N_APPROX = (
-    200_000  # from this many cells on, the fixed X0 graph uses pynndescent under knn_backend="auto"
-)
+# From this many cells on, the fixed X0 graph uses pynndescent under knn_backend="auto": an exact (faiss flat)
+# all-pairs search is quadratic (measured: 576 s of one-time precompute at 100k cells on the shared box).
+_LARGE_N_APPROX = 50_000
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -57,15 +57,28 @@ def _density_weights(P: np.ndarray, backend: str, use_gpu: bool) -> np.ndarray:
 
 
 def _kmeans(
-    X: np.ndarray, n_clusters: int, seed: int, weights: np.ndarray | None, n_iter: int = 25
+    X: np.ndarray,
+    n_clusters: int,
+    seed: int,
+    weights: np.ndarray | None,
+    n_iter: int = 25,
+    backend: str = C.KMEANS_BACKENDS[0],
 ) -> np.ndarray:
-    """Weighted k-means centres (faiss when installed, else scikit-learn's mini-batch k-means)."""
+    """Weighted k-means centres (spec §2.4).
+
+    ``"minibatch"`` (default): scikit-learn's mini-batch k-means (k-means++ init, ``batch_size = min(4096,
+    max(4K, 256))``, ``max_iter = 25``, ``n_init = 1``), as the paper's code; ``"faiss"``: faiss Lloyd
+    iterations from a random init (faster on large inputs, but a different clustering: on cellbench it
+    cost 0.04 scib Total, ``benchmarks/results/scbiot/cellbench_gap.md``).
+    """
     X = np.ascontiguousarray(X, dtype=np.float32)
     n = len(X)
     k = int(max(2, min(n_clusters, n))) if n > 1 else 1
     if k <= 1:
         return X.mean(0, keepdims=True)
-    try:
+    if backend == "kmeanspp":
+        return _kmeanspp_lloyd(X, k, seed, weights, n_iter)
+    if backend == "faiss":
         import faiss
 
         km = faiss.Kmeans(
@@ -79,14 +92,58 @@ def _kmeans(
         )
         km.train(X, weights=None if weights is None else np.ascontiguousarray(weights, dtype=np.float32))
         return np.asarray(km.centroids, dtype=np.float32)
-    except ImportError:  # pragma: no cover - faiss is a dependency of the suite
-        from sklearn.cluster import MiniBatchKMeans
+    import sklearn
+    from sklearn.cluster import MiniBatchKMeans
 
-        km = MiniBatchKMeans(
-            k, random_state=seed, batch_size=min(4096, max(4 * k, 256)), max_iter=n_iter, n_init=1
-        )
+    km = MiniBatchKMeans(
+        n_clusters=k, random_state=seed, batch_size=min(4096, max(4 * k, 256)), max_iter=n_iter, n_init=1
+    )
+    # the inputs are checked once by integrate_ot: skip scikit-learn's per-call validation (same result)
+    with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
         km.fit(X, sample_weight=weights)
-        return km.cluster_centers_.astype(np.float32)
+    return km.cluster_centers_.astype(np.float32)
+
+
+def _sq_dist(X: np.ndarray, Y: np.ndarray, x2: np.ndarray) -> np.ndarray:
+    return np.maximum(x2[:, None] - 2.0 * (X @ Y.T) + (Y * Y).sum(1)[None], 0.0)
+
+
+def _kmeanspp_lloyd(X: np.ndarray, k: int, seed: int, weights: np.ndarray | None, n_iter: int) -> np.ndarray:
+    """Weighted greedy k-means++ seeding (``2 + ln k`` candidates per centre) then weighted Lloyd iterations.
+
+    The same seeding as scikit-learn's k-means++, without its per-call overhead; Lloyd steps on all points
+    instead of mini-batches (the inputs are at most ``kmeans_subsample`` points). Stops early once no point
+    changes centre.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(X)
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+    x2 = (X.astype(np.float64) ** 2).sum(1)
+    Xd = X.astype(np.float64)
+    n_trials = 2 + int(np.log(k))
+    centres = np.empty((k, X.shape[1]))
+    centres[0] = Xd[rng.choice(n, p=w / w.sum())]
+    closest = _sq_dist(Xd, centres[:1], x2)[:, 0]
+    for c in range(1, k):
+        p = w * closest
+        tot = p.sum()
+        cand = rng.choice(n, size=n_trials, p=p / tot) if tot > 0 else rng.choice(n, size=n_trials)
+        d_cand = np.minimum(closest[None], _sq_dist(Xd[cand], Xd, x2[cand]))
+        best = int(np.argmin((d_cand * w[None]).sum(1)))
+        centres[c] = Xd[cand[best]]
+        closest = d_cand[best]
+    labels = None
+    for _ in range(int(n_iter)):
+        new = _sq_dist(Xd, centres, x2).argmin(1)
+        if labels is not None and (new == labels).all():
+            break
+        labels = new
+        wsum = np.bincount(labels, weights=w, minlength=k)
+        sums = np.zeros_like(centres)
+        np.add.at(sums, labels, Xd * w[:, None])
+        keep = wsum > 0
+        centres[keep] = sums[keep] / wsum[keep, None]
+    return centres.astype(np.float32)
 
 
 def _nearest(X: np.ndarray, centres: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -139,9 +196,9 @@ def _overlap(
     A0, A1 = (X0, X) if sub is None else (X0[sub], X[sub])
     i0 = _knn(A0, k, backend, use_gpu)[0] if (i0 is None or sub is not None) else i0.copy()
     i1 = _knn(A1, k, backend, use_gpu)[0] if (i1 is None or sub is not None) else i1.copy()
-    i0.sort(1)
-    i1.sort(1)
-    inter = np.array([np.intersect1d(a, b, assume_unique=True).size for a, b in zip(i0, i1, strict=True)])
+    # rows hold distinct indices, so the shared ones are the equal neighbours of the sorted concatenation
+    both = np.sort(np.concatenate([i0, i1], axis=1), axis=1)
+    inter = (both[:, 1:] == both[:, :-1]).sum(1)
     return float((inter / i0.shape[1]).mean())
 
 
@@ -286,18 +343,18 @@ class _Pack:
     cls: int | None = None
 
 
-def _batch_prototypes(Xi, K_batch, seed, kmeans_cap, backend, use_gpu) -> tuple[np.ndarray, np.ndarray]:
+def _batch_prototypes(Xi, K_batch, seed, kmeans_cap, backend, use_gpu, km) -> tuple[np.ndarray, np.ndarray]:
     n = len(Xi)
     K = int(min(K_batch, max(8, 2 * math.sqrt(n))))
     sub = _subsample(n, None if kmeans_cap is None else max(kmeans_cap, 4 * K), seed)
     fit = Xi if sub is None else Xi[sub]
     w = _density_weights(fit, backend, use_gpu)
-    B = _kmeans(fit, K, seed, w)
+    B = _kmeans(fit, K, seed, w, backend=km)
     nearest = _nearest(Xi, B)[0][:, 0]
     return B, nearest
 
 
-def _prototypes(X, b, n_batches, ref_code, union, K_ref, K_batch, seed, y, kmeans_cap, backend, use_gpu):
+def _prototypes(X, b, n_batches, ref_code, union, K_ref, K_batch, seed, y, kmeans_cap, backend, use_gpu, km):
     """Reference prototypes ``R`` (array, or dict class -> array) and the transported packs (spec §2.4)."""
     groups: list[tuple[np.ndarray, int | None]] = []
     classes = None if y is None else np.unique(y[y >= 0])
@@ -315,14 +372,14 @@ def _prototypes(X, b, n_batches, ref_code, union, K_ref, K_batch, seed, y, kmean
         if len(cells) == 0:
             continue
         s = seed + C.BATCH_SEED_OFFSET + (0 if cls is None else cls)
-        B, nearest = _batch_prototypes(X[cells], K_batch, s, kmeans_cap, backend, use_gpu)
+        B, nearest = _batch_prototypes(X[cells], K_batch, s, kmeans_cap, backend, use_gpu, km)
         packs.append(_Pack(cells, B, nearest, cls))
 
     def _ref_from(points: np.ndarray, floor: int, s: int) -> np.ndarray:
         K = int(min(K_ref, max(floor, 2 * math.sqrt(max(len(points), 1)))))
         sub = _subsample(len(points), None if kmeans_cap is None else max(kmeans_cap, 4 * K), s)
         fit = points if sub is None else points[sub]
-        return _kmeans(fit, K, s, _density_weights(fit, backend, use_gpu))
+        return _kmeans(fit, K, s, _density_weights(fit, backend, use_gpu), backend=km)
 
     if classes is None:
         if union:
@@ -356,6 +413,7 @@ def uot_barycentric(
     device: str | torch.device = "cpu",
     n_iter: int = C.SINKHORN_ITERS,
     tol: float = C.SINKHORN_TOL,
+    solver: str = C.OT_SOLVERS[0],
 ) -> list[np.ndarray]:
     r"""Barycentric images of several prototype sets under entropic unbalanced OT onto ``R`` (spec §2.5).
 
@@ -383,6 +441,10 @@ def uot_barycentric(
         Torch device of the solve.
     n_iter, tol
         Sinkhorn iteration cap and tolerance (max change of ``log u``, ``log v``).
+    solver
+        ``"log"``: exact log-domain solve. ``"reference"``: the paper code's float32 scaling iterations with
+        ``Kv``, ``Kᵀu`` and the barycentric denominator floored at float32 machine epsilon (rows with little
+        kernel mass are pulled towards the origin; see :func:`integrate_ot`).
 
     Returns
     -------
@@ -400,6 +462,13 @@ def uot_barycentric(
     """
     if not sources:
         return []
+    if solver == "reference":
+        return [
+            _uot_barycentric_scaling32(s, R, reg, reg_m, cost_clip_q, clip_big, balanced, device, n_iter, tol)
+            for s in sources
+        ]
+    if solver != "log":
+        raise ValueError(f"solver must be one of {list(C.OT_SOLVERS)}, got {solver!r}.")
     dev = torch.device(device)
     dtype = torch.float64 if dev.type == "cpu" else torch.float32
     Rt = torch.as_tensor(np.asarray(R), dtype=dtype, device=dev)
@@ -432,13 +501,54 @@ def uot_barycentric(
     return [images[i, : len(s)].cpu().numpy().astype(np.float32) for i, s in enumerate(sources)]
 
 
+@torch.no_grad()
+def _uot_barycentric_scaling32(Bp, R, reg, reg_m, cost_clip_q, clip_big, balanced, device, n_iter, tol):
+    """``solver="reference"``: plain float32 scaling iterations with machine-epsilon floors (spec §2.5)."""
+    dev = torch.device(device)
+    B = torch.as_tensor(np.asarray(Bp), dtype=torch.float32, device=dev)
+    Rt = torch.as_tensor(np.asarray(R), dtype=torch.float32, device=dev)
+    P, Q = B.shape[0], Rt.shape[0]
+    Cm = torch.cdist(B, Rt).pow(2)
+    sigma = Cm.std().clamp_min(1e-8)  # before clipping
+    if cost_clip_q is not None:
+        thr = torch.quantile(Cm, float(cost_clip_q), dim=1, keepdim=True)
+        Cm = torch.where(Cm > thr, thr + clip_big, Cm)
+    K = torch.exp(-(Cm / sigma) / reg)
+    a = torch.full((P,), 1.0 / P, device=dev)
+    b = torch.full((Q,), 1.0 / Q, device=dev)
+    tau = 1.0 if balanced else float(reg_m) / (float(reg_m) + float(reg))
+    floor = torch.finfo(torch.float32).eps
+    u, v = torch.ones_like(a), torch.ones_like(b)
+    for _ in range(int(n_iter)):
+        u_new = (a / (K @ v).clamp_min(floor)).pow(tau)
+        v_new = (b / (K.T @ u_new).clamp_min(floor)).pow(tau)
+        done = bool((u_new.log() - u.log()).abs().max() < tol and (v_new.log() - v.log()).abs().max() < tol)
+        u, v = u_new, v_new
+        if done:
+            break
+    img = (K @ (v[:, None] * Rt)) / (K @ v).clamp_min(floor)[:, None]
+    return img.cpu().numpy().astype(np.float32)
+
+
 def _sharpen_field(
-    X: np.ndarray, K: int, seed: int, pull: float, push: float, beta: np.ndarray
+    X: np.ndarray,
+    K: int,
+    seed: int,
+    pull: float,
+    push: float,
+    beta: np.ndarray,
+    km: str = "minibatch",
+    cap: int | None = None,
 ) -> np.ndarray:
-    """Eqs. 10-11 plus the reference's bridge modulation (spec §2.7)."""
+    """Eqs. 10-11 plus the reference's bridge modulation (spec §2.7).
+
+    The pseudo-centres are fitted on all cells, or on a random subsample of ``cap`` cells above that (every
+    cell is still assigned), so the step stays linear in the number of cells.
+    """
     n = len(X)
     K = int(max(8, min(K, n)))
-    centres = _kmeans(X, K, seed, None)
+    sub = _subsample(n, None if cap is None else max(cap, 4 * K), seed)
+    centres = _kmeans(X if sub is None else X[sub], K, seed, None, backend=km)
     nn_idx, D = _nearest(X, centres, k=2)
     c1, c2 = centres[nn_idx[:, 0]], centres[nn_idx[:, 1]]
     d1, d2 = D[:, 0], D[:, 1]
@@ -588,6 +698,8 @@ def integrate_ot(
     tol: float = 1e-3,
     postscale: bool = True,
     ot_mode: str = "unbalanced",
+    ot_solver: str = C.OT_SOLVERS[0],
+    kmeans_backend: str = C.KMEANS_BACKENDS[0],
     label_key: str | None = None,
     lam_sup: float = 0.60,
     lam_repulse: float = 0.18,
@@ -657,14 +769,25 @@ def integrate_ot(
         Above this many cells, the mixing score uses a fixed random subsample of query cells (their k_eval NN
         among all cells), so each iteration is linear in ``N``; ``None`` always uses all cells (the reference).
     kmeans_subsample
-        Above this many cells per batch, k-means and its Eq. 1 weights use a random subsample (at least
-        ``4·K``); ``None``: all cells (the reference).
+        Above this many cells per batch (or in all, for the sharpening centres), k-means and its Eq. 1 weights
+        use a random subsample (at least ``4·K``); every cell is still assigned to its nearest centre.
+        ``None``: all cells (the reference).
     max_iter, patience, tol
         Iterations, early-stopping patience and the acceptance margin on ``J``.
     postscale
         Re-standardise every candidate to X0's per-dimension mean and std (Eq. 16).
     ot_mode
         ``"unbalanced"`` (default) or ``"balanced"`` (``"largest"`` is then forced to ``"union"``).
+    ot_solver
+        ``"log"`` (default): the exact log-domain UOT solution. ``"reference"``: emulate the paper code's
+        float32 scaling iterations, whose ``Kv``/``Kᵀu`` and barycentric denominators are floored at float32
+        machine epsilon, so prototypes with little kernel mass towards the reference (``Kv < 1.2e-7``) are
+        projected towards the origin (spec §2.5, "a bug we must not copy"). That artefact moves far-off
+        prototypes much more and is part of the paper's scores: see
+        ``benchmarks/results/scbiot/cellbench_gap.md`` for the measured effect.
+    kmeans_backend
+        ``"minibatch"`` (default, the paper code's scikit-learn mini-batch k-means) or ``"faiss"`` (Lloyd
+        iterations; faster, a different clustering).
     label_key
         Optional ``obs`` column of (partial) labels: class-conditional prototypes plus class pull/repulsion
         (spec §2.8; values like "unknown"/NaN are unlabeled). Used by the ``"supervised"`` preset.
@@ -686,7 +809,7 @@ def integrate_ot(
         Torch device of the OT solves and the cell-level updates (``"cpu"``, ``"cuda"``).
     knn_backend
         Backend of :func:`scvi_ext.neighbors.knn` (``"auto"``: faiss; pynndescent for the fixed X0 graph from
-        200,000 cells on).
+        50,000 cells on, where an exact all-pairs search would dominate the run).
     random_state
         Seed (k-means, subsamples).
     verbose
@@ -724,6 +847,10 @@ def integrate_ot(
     n_batches = check_n_categories(adata, batch_key, 2, "batch_key")
     if ot_mode not in ("unbalanced", "balanced"):
         raise ValueError(f"ot_mode must be 'unbalanced' or 'balanced', got {ot_mode!r}.")
+    if ot_solver not in C.OT_SOLVERS:
+        raise ValueError(f"ot_solver must be one of {list(C.OT_SOLVERS)}, got {ot_solver!r}.")
+    if kmeans_backend not in C.KMEANS_BACKENDS:
+        raise ValueError(f"kmeans_backend must be one of {list(C.KMEANS_BACKENDS)}, got {kmeans_backend!r}.")
     if int(max_iter) < 0:
         raise ValueError(f"max_iter must be >= 0, got {max_iter!r}.")
     if reg <= 0 or reg_m <= 0:
@@ -832,7 +959,19 @@ def integrate_ot(
         seed = random_state + it
 
         R, packs = _prototypes(
-            X, b, n_batches, ref_code, union, K_ref, K_batch, seed, y, kmeans_subsample, backend, use_gpu
+            X,
+            b,
+            n_batches,
+            ref_code,
+            union,
+            K_ref,
+            K_batch,
+            seed,
+            y,
+            kmeans_subsample,
+            backend,
+            use_gpu,
+            kmeans_backend,
         )
         shift = np.zeros_like(X)
         alpha = np.ones(N, dtype=np.float32)
@@ -853,6 +992,7 @@ def integrate_ot(
                 cost_clip_q=qclip,
                 balanced=balanced,
                 device=dev,
+                solver=ot_solver,
             )
             for p, img in zip(ps, images, strict=True):
                 D = img - p.protos
@@ -863,7 +1003,14 @@ def integrate_ot(
         shift *= alpha[:, None]
         if sharpen > 0:
             shift += sharpen * _sharpen_field(
-                X, K_pseudo, abs(random_state) + C.SHARPEN_SEED_OFFSET, pull, push, beta
+                X,
+                K_pseudo,
+                abs(random_state) + C.SHARPEN_SEED_OFFSET,
+                pull,
+                push,
+                beta,
+                kmeans_backend,
+                kmeans_subsample,
             )
         if y is not None and (lam_sup > 0 or lam_repulse > 0):
             shift += _class_guidance(X, y, beta, lam_sup, lam_repulse)

@@ -20,7 +20,6 @@ for (method in scviext_methods()) {
     test_that(sprintf("%s: pancreas reference saved, held-out cells mapped with label transfer", m), {
       skip_if_method_missing(m)
       if (!scviext_available(m, model = TRUE)) skip(sprintf("model '%s' has no saveable model class yet", m))
-      if (m == "scbiot") skip("query mapping for 'scbiot' is not supported by the bridge yet (OT-refined PCA)")
       p <- load_pancreas(nfeatures = 500)
       held_out <- seq_len(ncol(p)) %% 4 == 0  # a quarter of the cells, from the reference's own batches
       ref <- p[, !held_out]

@@ -203,6 +203,8 @@ def test_bad_input(emb_adata):
     with pytest.raises(ValueError, match="NaN"):
         scb.integrate_ot(nan, "X_pca", "batch")
     with pytest.raises(ValueError, match="modality"):
+        scb.integrate(emb_adata, "multiome")
+    with pytest.raises(KeyError, match="X_lsi"):  # paired mode needs its second view
         scb.integrate(emb_adata, "paired")
     with pytest.raises(ValueError, match="label_key"):
         scb.integrate(emb_adata, "supervised")

@@ -87,6 +87,12 @@ KMEANS_BACKENDS = (
     "faiss",
 )  # sklearn mini-batch (paper code) | own k-means++ + Lloyd | faiss
 LABEL_BRIDGE_DAMP = 0.20
+# Paired (two-view) mode, spec §7.5 (v1.0.7 ``integrate_paired(mode="ufgw_barycenter")``).
+PAIRED_OUTER = 5  # outer barycentre rounds per iteration
+PAIRED_STRUCT_K = 10  # neighbours of the structural signatures
+PAIRED_W_VIEW1 = 0.6  # feature-cost weight of the base view (view 2: 0.4)
+PAIRED_LAMBDA = (0.3, 0.7)  # structure weight annealed over the outer rounds
+PAIRED_VIEW_KEYS = ("X_pca", "X_lsi")
 
 # Paper / v1.0.7 ``integrate_ot`` defaults (spec §2.13) and the presets of ``integrate``.
 OT_DEFAULTS: dict = {
@@ -174,7 +180,37 @@ PRESETS: dict[str, dict] = {
     },
 }
 PRESETS["supervised"] = dict(PRESETS["rna"])
-MODALITIES = ("rna", "atac", "supervised")
+# v1.0.7 ``integrate(modality="paired")`` preset (two views; the barycentre pools every batch).
+PRESETS["paired"] = {
+    "obsm_key": PAIRED_VIEW_KEYS[0],
+    "view_keys": PAIRED_VIEW_KEYS,
+    "reference": REFERENCE.UNION,
+    "K_ref": 960,
+    "K_batch": 360,
+    "reg": 0.034,
+    "reg_m": 0.28,
+    "sharpen": 0.10,
+    "K_pseudo": 20,
+    "pull": 0.72,
+    "push": 0.24,
+    "lambda0_hi": 0.56,
+    "lambda0_lo": 0.44,
+    "smin_bulk": 0.80,
+    "smax_bulk": 1.55,
+    "smin_bridge": 0.92,
+    "smax_bridge": 1.14,
+    "max_step_local": 0.92,
+    "step_lo": 0.70,
+    "step_hi": 0.88,
+    "q_start": 0.78,
+    "q_end": 0.88,
+    "overlap0_lo": 0.64,
+    "overlap0_hi": 0.74,
+    "w_overlap": 0.14,
+    "w_strain": 1.1,
+    "penalty_gamma": 1.6,
+}
+MODALITIES = ("rna", "atac", "supervised", "paired")
 
 # Part B (dual-view prototype VAE), spec §4.8.
 VAE_DEFAULTS: dict = {

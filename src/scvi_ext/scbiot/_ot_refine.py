@@ -22,6 +22,7 @@ from .._validation import check_finite, check_n_categories
 from ..neighbors import knn
 from ..ot import barycentric_projection, sinkhorn_unbalanced
 from . import _constants as C
+from . import _paired
 from ._constants import KEYS, METRIC_KEYS, OT_DEFAULTS, PREALIGN, PRESETS, REFERENCE, UNLABELED_ALIASES
 
 if TYPE_CHECKING:
@@ -414,6 +415,7 @@ def uot_barycentric(
     n_iter: int = C.SINKHORN_ITERS,
     tol: float = C.SINKHORN_TOL,
     solver: str = C.OT_SOLVERS[0],
+    sinkhorn_method: str = "auto",
 ) -> list[np.ndarray]:
     r"""Barycentric images of several prototype sets under entropic unbalanced OT onto ``R`` (spec §2.5).
 
@@ -445,6 +447,10 @@ def uot_barycentric(
         ``"log"``: exact log-domain solve. ``"reference"``: the paper code's float32 scaling iterations with
         ``Kv``, ``Kᵀu`` and the barycentric denominator floored at float32 machine epsilon (rows with little
         kernel mass are pulled towards the origin; see :func:`integrate_ot`).
+    sinkhorn_method
+        ``method`` of :func:`scvi_ext.ot.sinkhorn_unbalanced` for ``solver="log"``: ``"auto"`` (default; the
+        scaling-domain iterations when nothing can under/overflow, else the log domain — the same solution up to
+        round-off, faster) or ``"log"`` (always the log domain).
 
     Returns
     -------
@@ -494,8 +500,20 @@ def uot_barycentric(
     Cm = torch.where(valid[..., None], Cm, torch.zeros_like(Cm))
     b = torch.full((S, Q), 1.0 / Q, dtype=dtype, device=dev)
     reg_m_eff = float("inf") if balanced else float(reg_m)
+    # method="auto": scaling-domain iterations when the kernel cannot under/overflow (the same iterates, equal to
+    # the log-domain solve up to round-off), log domain otherwise; the objective value is not needed
     res = sinkhorn_unbalanced(
-        a, b, Cm, reg=reg, reg_m=reg_m_eff, c=1.0, n_iter=n_iter, tol=tol, validate=False
+        a,
+        b,
+        Cm,
+        reg=reg,
+        reg_m=reg_m_eff,
+        c=1.0,
+        n_iter=n_iter,
+        tol=tol,
+        validate=False,
+        method=sinkhorn_method,
+        compute_objective=False,
     )
     images = barycentric_projection(res.plan, Rt.expand(S, Q, d), eps=0.0, X=Bp)
     return [images[i, : len(s)].cpu().numpy().astype(np.float32) for i, s in enumerate(sources)]
@@ -697,6 +715,8 @@ def integrate_ot(
     patience: int = 3,
     tol: float = 1e-3,
     postscale: bool = True,
+    fix_reference: bool = False,
+    view_keys: tuple[str, str] | list[str] | None = None,
     ot_mode: str = "unbalanced",
     ot_solver: str = C.OT_SOLVERS[0],
     kmeans_backend: str = C.KMEANS_BACKENDS[0],
@@ -776,6 +796,24 @@ def integrate_ot(
         Iterations, early-stopping patience and the acceptance margin on ``J``.
     postscale
         Re-standardise every candidate to X0's per-dimension mean and std (Eq. 16).
+    fix_reference
+        Keep the reference batch fixed while the other batches move (spec §6.4, reference/query mapping): the
+        reference cells get no OT shift (as always with a single reference), no sharpening (or label) shift and
+        no PostScale, and their final step is zeroed after the smoothing (which would otherwise carry their
+        neighbours' shifts onto them), so their rows of the output are bit-identical to the (float32) input.
+        PostScale is still fitted on all cells and applied to the others. Needs a single reference batch
+        (``reference="largest"`` or a batch name; not ``"union"``).
+    view_keys
+        Paired (two-view) mode (spec §7.5, v1.0.7 ``integrate_paired(mode="ufgw_barycenter")``; preset
+        ``integrate(modality="paired")``): two ``obsm`` keys of the same cells, e.g. ``("X_pca", "X_lsi")``;
+        ``obsm_key`` must be one of them (the base view, which moves and is returned). Views named ``*lsi*`` are
+        row-L2 normalised and compared by cosine, others z-scored (so the output lives in the z-scored base
+        view). Each iteration builds per-batch prototypes by k-means in the base view (view-2 prototype = the
+        mean view 2 of the same cells, so the two rows stay paired; the reference clusters the views
+        independently), a barycentre over **all** batches by 5 rounds of fused feature (0.6 view 1 + 0.4 view 2,
+        row-std normalised) and structure (10-NN distance signatures, weight 0.3 -> 0.7) costs with the same
+        tail clipping and log-domain UOT, and moves every batch's prototypes to their barycentric image; the
+        cell-level steps are unchanged. ``reference`` then only names the batch that ``fix_reference`` keeps.
     ot_mode
         ``"unbalanced"`` (default) or ``"balanced"`` (``"largest"`` is then forced to ``"union"``).
     ot_solver
@@ -844,6 +882,20 @@ def integrate_ot(
     """
     t_start = time.perf_counter()
     X_in = _check_embedding(adata, obsm_key)
+    V2 = None
+    cosine2 = False
+    if view_keys is not None:
+        view_keys = tuple(view_keys)
+        if len(view_keys) != 2 or obsm_key not in view_keys:
+            raise ValueError(
+                f"view_keys must be two obsm keys including obsm_key={obsm_key!r}, got {view_keys!r}."
+            )
+        other = view_keys[1] if view_keys[0] == obsm_key else view_keys[0]
+        if other == obsm_key:
+            raise ValueError(f"view_keys must name two different obsm keys, got {view_keys!r}.")
+        X_in = _paired.prepare_view(obsm_key, X_in)
+        V2 = _paired.prepare_view(other, _check_embedding(adata, other))
+        cosine2 = _paired.is_cosine_view(other)
     n_batches = check_n_categories(adata, batch_key, 2, "batch_key")
     if ot_mode not in ("unbalanced", "balanced"):
         raise ValueError(f"ot_mode must be 'unbalanced' or 'balanced', got {ot_mode!r}.")
@@ -891,6 +943,15 @@ def integrate_ot(
         ref_code = cats.index(reference)
     if union:
         ref_code = None
+    fixed = None
+    if fix_reference:
+        if ref_code is None:
+            raise ValueError(
+                "fix_reference=True needs a single reference batch: pass reference='largest' or a batch name "
+                f"(got reference={reference!r}, ot_mode={ot_mode!r}; 'union' and balanced 'largest' move every "
+                "batch)."
+            )
+        fixed = b == ref_code
 
     backend = knn_backend
     graph_backend = "pynndescent" if (knn_backend == "auto" and N >= _LARGE_N_APPROX) else knn_backend
@@ -944,6 +1005,7 @@ def integrate_ot(
 
     t_pre = time.perf_counter() - t_pre
     X = X0.copy()
+    fixed_t = None if fixed is None else torch.as_tensor(fixed, device=dev)
     no_imp = 0
     history: list[dict] = []
     balanced = ot_mode == "balanced"
@@ -958,24 +1020,51 @@ def integrate_ot(
         floor = _lerp(overlap0_lo, overlap0_hi, t)
         seed = random_state + it
 
-        R, packs = _prototypes(
-            X,
-            b,
-            n_batches,
-            ref_code,
-            union,
-            K_ref,
-            K_batch,
-            seed,
-            y,
-            kmeans_subsample,
-            backend,
-            use_gpu,
-            kmeans_backend,
-        )
         shift = np.zeros_like(X)
         alpha = np.ones(N, dtype=np.float32)
-        if isinstance(R, dict):
+        if V2 is not None:
+            R, packs = None, []
+            for p, D in _paired_displacements(
+                X,
+                V2,
+                b,
+                n_batches,
+                K_ref,
+                K_batch,
+                seed,
+                kmeans_subsample,
+                backend,
+                use_gpu,
+                kmeans_backend,
+                reg,
+                reg_m,
+                qclip,
+                cosine2,
+                dev,
+            ):
+                nrm = np.linalg.norm(D, axis=1)
+                s = 1.0 / (1.0 + nrm / (nrm.std() + 1e-8))
+                alpha[p.cells] = s[p.nearest] * (1.0 - bridge_damp * beta[p.cells])
+                shift[p.cells] = D[p.nearest]
+        else:
+            R, packs = _prototypes(
+                X,
+                b,
+                n_batches,
+                ref_code,
+                union,
+                K_ref,
+                K_batch,
+                seed,
+                y,
+                kmeans_subsample,
+                backend,
+                use_gpu,
+                kmeans_backend,
+            )
+        if R is None:
+            jobs = []
+        elif isinstance(R, dict):
             groups = {}
             for p in packs:
                 if p.cls in R:
@@ -1014,11 +1103,15 @@ def integrate_ot(
             )
         if y is not None and (lam_sup > 0 or lam_repulse > 0):
             shift += _class_guidance(X, y, beta, lam_sup, lam_repulse)
+        if fixed is not None:
+            shift[fixed] = 0.0  # no OT (already), sharpening or label shift for the fixed reference
 
         S = torch.as_tensor(shift, dtype=tdt, device=dev)
         Xt = torch.as_tensor(X, dtype=tdt, device=dev)
         S = smooth_shift(S, idx0, lam, torch.as_tensor(rare, device=dev))
         S = S * (1.0 - C.GLOBAL_DAMP * torch.as_tensor(beta, device=dev))[:, None]
+        if fixed_t is not None:
+            S = S.masked_fill(fixed_t[:, None], 0.0)  # smoothing would carry the neighbours' shifts onto them
         M = eta * S
         if max_step_local > 0:
             cap = max_step_local * (torch.as_tensor(dbar0, device=dev) + 1e-8)
@@ -1026,9 +1119,10 @@ def integrate_ot(
         M = _edge_guard(Xt, M, idx0, d0, smin_t, smax_t, C.GUARD_ROUNDS)
         Xc = Xt + M
         if postscale:
-            Xc = (Xc - Xc.mean(0)) * (
+            Xs = (Xc - Xc.mean(0)) * (
                 torch.as_tensor(sd0, device=dev) / (Xc.std(0, unbiased=False) + 1e-8)
             ) + torch.as_tensor(mu0, device=dev)
+            Xc = Xs if fixed_t is None else torch.where(fixed_t[:, None], Xc, Xs)
         st = _strain(Xc, idx0, d0)
         Xc_np = Xc.cpu().numpy()
         # without subsampling, one kNN search of the candidate serves both the mixing and the overlap score
@@ -1082,6 +1176,8 @@ def integrate_ot(
         "n_iter_run": int(it),
         "prealign": applied_prealign,
         "batch_separation": separation,
+        "fix_reference": bool(fix_reference),
+        "paired": V2 is not None,
         "seconds": time.perf_counter() - t_start,
         "seconds_precompute": t_pre,
     }
@@ -1089,6 +1185,61 @@ def integrate_ot(
     if return_history:
         metrics["history"] = history
     return metrics
+
+
+def _paired_displacements(
+    X,
+    V2,
+    b,
+    n_batches,
+    K_ref,
+    K_batch,
+    seed,
+    kmeans_cap,
+    backend,
+    use_gpu,
+    km,
+    reg,
+    reg_m,
+    qclip,
+    cosine2,
+    dev,
+) -> list[tuple[_Pack, np.ndarray]]:
+    """Paired mode (spec §7.5): base-view prototypes of every batch, their paired view-2 prototypes, the
+    two-view UFGW-lite barycentre, and each batch's prototype displacement ``T R1 / T 1 - B``."""
+    counts = np.bincount(b, minlength=n_batches)
+    largest = int(counts.argmax())
+    packs: list[_Pack] = []
+    protos2: list[np.ndarray] = []
+    for bb in range(n_batches):
+        cells = np.flatnonzero(b == bb)
+        if len(cells) == 0:
+            continue
+        cap = K_ref if bb == largest else K_batch  # the reference's per-batch cap
+        B, nearest = _batch_prototypes(
+            X[cells], cap, seed + C.BATCH_SEED_OFFSET + bb, kmeans_cap, backend, use_gpu, km
+        )
+        packs.append(_Pack(cells, B, nearest))
+        protos2.append(_paired.view2_prototypes(V2[cells], nearest, B, X[cells]))
+    S1 = np.vstack([p.protos for p in packs])
+    S2 = np.vstack(protos2)
+    R1, R2 = _paired.init_barycenter(S1, S2, K_ref, seed, lambda P, K, s: _kmeans(P, K, s, None, backend=km))
+    R1, _, plans = _paired.ufgw_barycenter(
+        [p.protos for p in packs],
+        protos2,
+        R1,
+        R2,
+        reg=reg,
+        reg_m=reg_m,
+        cost_clip_q=qclip,
+        cosine2=cosine2,
+        device=dev,
+    )
+    out = []
+    for p, T in zip(packs, plans, strict=True):
+        img = (T @ R1.astype(np.float64)) / (T.sum(1, keepdims=True) + 1e-12)
+        out.append((p, (img - p.protos).astype(np.float32)))
+    return out
 
 
 def check_obs_key_labels(adata: AnnData, key: str) -> None:
@@ -1121,8 +1272,9 @@ def integrate(adata: AnnData, modality: str = "rna", **overrides: Any) -> dict[s
     adata
         AnnData with the embedding and the batch column.
     modality
-        ``"rna"`` (``X_pca``, union reference), ``"atac"`` (``X_lsi``, largest reference) or ``"supervised"``
-        (RNA preset plus label guidance; needs ``label_key``).
+        ``"rna"`` (``X_pca``, union reference), ``"atac"`` (``X_lsi``, largest reference), ``"supervised"``
+        (RNA preset plus label guidance; needs ``label_key``) or ``"paired"`` (two views of the same cells,
+        ``view_keys=("X_pca", "X_lsi")`` by default, fused by the UFGW-lite barycentre; spec §7.5).
     **overrides
         Any :func:`integrate_ot` argument (``obsm_key``, ``batch_key``, ``out_key``, ...).
 
@@ -1137,9 +1289,7 @@ def integrate(adata: AnnData, modality: str = "rna", **overrides: Any) -> dict[s
     >>> scb.integrate(adata, "atac", obsm_key="X_lsi", batch_key="batch")  # doctest: +SKIP
     """
     if modality not in PRESETS:
-        raise ValueError(
-            f"modality must be one of {list(PRESETS)}, got {modality!r} (paired mode is not implemented)."
-        )
+        raise ValueError(f"modality must be one of {list(PRESETS)}, got {modality!r}.")
     if modality == "supervised" and overrides.get("label_key") is None:
         raise ValueError("modality='supervised' needs label_key= naming an obs column of (partial) labels.")
     params = dict(PRESETS[modality])

@@ -29,6 +29,7 @@ import io
 import json
 import os
 import pstats
+import re
 import subprocess
 import tempfile
 import time
@@ -80,9 +81,14 @@ def bmmc_inputs() -> ad.AnnData:
 
 
 def run_ours(
-    a: ad.AnnData, iterations: int, seed: int, profile: bool = False
+    a: ad.AnnData,
+    iterations: int,
+    seed: int,
+    profile: bool = False,
+    early_stopping: bool = True,
+    info: dict | None = None,
 ) -> tuple[np.ndarray, float, str, float]:
-    """Fit + latent of ours: ``(latent, wall s, profile text, process CPU s)``."""
+    """Fit + latent of ours: ``(latent, wall s, profile text, process CPU s)``; ``info`` gets the epochs run."""
     a = a.copy()
     scvi.settings.seed = seed
     UniPort.setup_anndata(a)
@@ -91,12 +97,16 @@ def run_ours(
     t0, c0 = time.perf_counter(), time.process_time()
     if prof:
         prof.enable()
-    model.train(max_iterations=iterations, enable_progress_bar=False)
+    model.train(max_iterations=iterations, early_stopping=early_stopping, enable_progress_bar=False)
     z = model.get_latent_representation()
     if prof:
         prof.disable()
     seconds = time.perf_counter() - t0
     cpu = time.process_time() - c0
+    if info is not None:
+        hist = model.history.get("train_loss") if model.history is not None else None
+        info["epochs"] = None if hist is None else len(hist)
+        info["early_stopped"] = bool(model.early_stopped_)
     text = ""
     if prof:
         buf = io.StringIO()
@@ -121,13 +131,17 @@ def run_reference(
         out = os.path.join(tmp, "out.npz")
         flags = (["profile"] if profile else []) + (["save_ot"] if save_ot else [])
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        subprocess.run(
+        proc = subprocess.run(
             [python, str(HERE / "reference_driver.py"), tmp, out, str(iterations), str(seed), *flags],
             check=True,
             env=env,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         res = dict(np.load(out, allow_pickle=False))
+    # the reference prints "EarlyStopping: run N epoch" when its early stopping fires
+    stops = re.findall(r"EarlyStopping: run (\d+) epoch", proc.stdout)
+    res["early_stop_epoch"] = int(stops[-1]) if stops else None
     order = pd.Index(res["obs_names"].astype(str))
     res["latent"] = res["latent"][order.get_indexer(a.obs_names)]  # back to our row order
     return res
@@ -155,6 +169,11 @@ def main() -> None:
         "--out-name", default="side_by_side", help="results file stem in benchmarks/results/uniport"
     )
     p.add_argument("--skip-quality", action="store_true", help="timing runs only (no full-length runs)")
+    p.add_argument(
+        "--also-no-early-stopping",
+        action="store_true",
+        help="quality: also score ours trained for all iterations (early stopping off)",
+    )
     p.add_argument(
         "--datasets",
         nargs="*",
@@ -215,15 +234,35 @@ def main() -> None:
             (OUT / f"{args.out_name}.json").write_text(json.dumps(results, indent=2, default=float))
             continue
         # quality at the full iteration count
-        z_ours, s_ours, _, _ = run_ours(a, args.iterations, args.seed)
+        info: dict = {}
+        z_ours, s_ours, _, _ = run_ours(a, args.iterations, args.seed, info=info)
         r = run_reference(args.reference_python, a, args.iterations, args.seed)
         z_ref = r["latent"]
         entry["full_run_seconds"] = {"ours": s_ours, "reference": float(r["seconds"])}
+        n_steps = max(1, a.n_obs // min(256, a.n_obs))
+        entry["epochs"] = {
+            "max_epochs": int(np.ceil(args.iterations / n_steps)),
+            "ours": info.get("epochs"),
+            "ours_early_stopped": info.get("early_stopped"),
+            "reference_early_stop_epoch": r["early_stop_epoch"],
+        }
+        embeddings = ["X_pca", "X_uniport", "X_uniport_reference"]
+        z_full = None
+        if args.also_no_early_stopping:
+            info_full: dict = {}
+            z_full, s_full, _, _ = run_ours(
+                a, args.iterations, args.seed, early_stopping=False, info=info_full
+            )
+            entry["full_run_seconds"]["ours, no early stop"] = s_full
+            entry["epochs"]["ours_no_early_stop"] = info_full.get("epochs")
+            embeddings.append("X_uniport_full")
         sources = a.obs["source"].astype(str).to_numpy()
         if prepared is not None:
             prepared.obsm["X_uniport"] = z_ours
             prepared.obsm["X_uniport_reference"] = z_ref
-            df = scib_benchmark(prepared, batch_key, label_key, ["X_pca", "X_uniport", "X_uniport_reference"])
+            if z_full is not None:
+                prepared.obsm["X_uniport_full"] = z_full
+            df = scib_benchmark(prepared, batch_key, label_key, embeddings)
             entry["scib"] = df.to_dict(orient="index")
             labels = prepared.obs[label_key].astype(str).to_numpy()
             ref_src = str(a.obs["source"].cat.categories[-1])
@@ -232,6 +271,10 @@ def main() -> None:
                 "ours": transfer_scores(z_ours, sources, labels, ref_src),
                 "reference": transfer_scores(z_ref, sources, labels, ref_src),
             }
+            if z_full is not None:
+                entry["label_transfer"]["ours, no early stop"] = transfer_scores(
+                    z_full, sources, labels, ref_src
+                )
         else:
             entry["mixing"] = {
                 key: {"batch_entropy": batch_entropy(z, sources), "ilisi": ilisi_knn(z, sources)}
@@ -249,6 +292,7 @@ def write_md(results: dict, args) -> None:
         f"--iterations {args.iterations} --timing-iterations {args.timing_iterations} --repeats {args.repeats} "
         f"--seed {args.seed} --datasets {' '.join(args.datasets)} --out-name {args.out_name}"
         + (" --skip-quality" if args.skip_quality else "")
+        + (" --also-no-early-stopping" if args.also_no_early_stopping else "")
     )
     lines = [f"`{cmd}`", "", "# uniPort: scvi_ext vs uniport==1.3 (same inputs, iterations, seed)", ""]
     lines += [
@@ -285,7 +329,10 @@ def write_md(results: dict, args) -> None:
     ]
     for name, e in results.items():
         if "scib" in e:
-            for key, label in (("X_pca", "pca"), ("X_uniport", "ours"), ("X_uniport_reference", "reference")):
+            keys = [("X_pca", "pca"), ("X_uniport", "ours"), ("X_uniport_reference", "reference")]
+            if "X_uniport_full" in e["scib"]:
+                keys.append(("X_uniport_full", "ours, no early stop"))
+            for key, label in keys:
                 row = e["scib"][key]
                 lt = e["label_transfer"].get(label, {})
                 secs = e["full_run_seconds"].get(label, float("nan"))
@@ -298,6 +345,24 @@ def write_md(results: dict, args) -> None:
                     f"| {name} | {label} | batch entropy {m['batch_entropy']:.3f} | iLISI {m['ilisi']:.3f} | "
                     f"– | – | – | {e['full_run_seconds'][label]:.0f} |"
                 )
+    for name, e in results.items():
+        ep = e.get("epochs")
+        if ep:
+            ref_ep = ep["reference_early_stop_epoch"]
+            lines += [
+                "",
+                f"Epochs run ({name}, at most {ep['max_epochs']}): ours {ep['ours']}"
+                + (" (early stopping fired, best weights restored)" if ep["ours_early_stopped"] else "")
+                + f"; reference {ref_ep if ref_ep else ep['max_epochs']}"
+                + (" (early stopping fired)" if ref_ep else " (early stopping did not fire)")
+                + (
+                    f"; ours without early stopping {ep['ours_no_early_stop']}"
+                    if "ours_no_early_stop" in ep
+                    else ""
+                )
+                + ". Both use the same rule (patience 30 epochs on the epoch-mean training loss, strict "
+                "improvement, best weights restored when it fires).",
+            ]
     lines += [
         "",
         "liger_bmmc_rna_atac is tiny (340 RNA + 340 ATAC cells, 172 common genes) and has no labels: only "

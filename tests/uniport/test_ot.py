@@ -8,7 +8,7 @@ import torch
 
 from scvi_ext.ot import gaussian_w2_cost
 from scvi_ext.uniport import GlobalPlanStore, uot_minibatch
-from scvi_ext.uniport._ot import cumulative_within_index
+from scvi_ext.uniport._ot import _proximal_scaling, cumulative_within_index
 
 
 def _reference_loop(C, T0, reg=0.1, reg_m=1.0, n_outer=10, n_inner=10):
@@ -116,3 +116,31 @@ def test_plan_store_gather_scatter_unsorted_rows_and_memmap(tmp_path):
         store.scatter(0, rows, cols, torch.tensor([[0.3, 0.7]]))
         assert store.plans[0][1, 3] == pytest.approx(0.3) and store.plans[0][1, 0] == pytest.approx(0.7)
         torch.testing.assert_close(store.gather(0, rows, cols), torch.tensor([[0.3, 0.7]]))
+
+
+def test_fast_proximal_path_matches_checked_solver_and_falls_back():
+    """``method="auto"`` (one host sync per minibatch) gives the plan of the per-solve checked scaling path."""
+    gen = torch.Generator().manual_seed(3)
+    C = torch.rand(40, 30, generator=gen) * 4
+    fast = _proximal_scaling(C / C.max(), torch.full((40, 30), 1 / 1200), None, None, 0.1, 1.0, 10, 10)
+    assert fast is not None
+    for method in ("scaling", "log"):
+        torch.testing.assert_close(uot_minibatch(C), uot_minibatch(C, method=method), rtol=1e-4, atol=1e-9)
+    # batched, padded rows (zero mass) and a zero-mass column
+    Q, n, m = 3, 20, 12
+    Cb = torch.rand(Q, n, m, generator=gen)
+    a, T0 = torch.zeros(Q, n), torch.ones(Q, n, m)
+    for i, k in enumerate((20, 11, 4)):
+        a[i, :k], T0[i, :k] = 1 / k, 1 / (k * m)
+    b = torch.full((m,), 1 / (m - 1))
+    b[5] = 0.0
+    T = uot_minibatch(Cb, T0, a=a, b=b)
+    torch.testing.assert_close(T, uot_minibatch(Cb, T0, a=a, b=b, method="log"), rtol=1e-4, atol=1e-9)
+    assert T[1, 11:].abs().max() == 0 and T[:, :, 5].abs().max() == 0
+    # fast path declines: kernel could underflow, broken cost (-> checked solver -> uniform plan)
+    assert (
+        _proximal_scaling(C / C.max(), torch.full((40, 30), 1 / 1200), None, None, 0.01, 1.0, 10, 10) is None
+    )
+    nan_C = torch.full((3, 2), float("nan"))
+    assert _proximal_scaling(nan_C, torch.full((3, 2), 1 / 6), None, None, 0.1, 1.0, 10, 10) is None
+    torch.testing.assert_close(uot_minibatch(C, reg=0.01), uot_minibatch(C, reg=0.01, method="log"))

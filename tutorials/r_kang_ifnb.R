@@ -10,11 +10,12 @@
 # (install the R package first: `R CMD INSTALL r/scviext`). The figure goes to
 # `out/tutorials/r_kang_ifnb_umap.png`.
 #
-# The default is sysVI with the condition as its "system" for 200 epochs. That is slow on a CPU (the Python core
-# alone took 946 s wall on 2 cores shared with other jobs; a run of this script was stopped after 27 CPU-minutes
-# on the same loaded box, so its own figure is not recorded yet). Fewer epochs do not mix the conditions: with 30 epochs this script measured 0.051 other-condition neighbours for
-# sysVI vs 0.054 for the PCA. Through the same Python core (`scvi_ext.interop.integrate_anndata`, 2,000 scanpy
-# HVGs): sysVI 200 epochs 0.388, scCRAFT 30 epochs 0.333, PIANO 30 epochs 0.077.
+# The default is sysVI with the condition as its "system" for 200 epochs: 3 min 42 s wall for the whole script
+# (193 s of it training, 1 torch thread, shared 2-core box; `benchmarks/results/r/kang_tutorial.md`), with 0.322
+# other-condition neighbours vs 0.054 for the PCA. Fewer epochs do not mix the conditions (30 epochs: 0.051).
+# The Python core on the same cells and features (`scvi_ext.interop.integrate_anndata`, sysVI 200 epochs) gives
+# 0.322 with this script's neighbour count too; with 2,000 scanpy HVGs instead of Seurat's it gave 0.388.
+# Set OMP_NUM_THREADS=1 to keep torch on one thread (it takes all cores otherwise).
 
 # %%
 suppressPackageStartupMessages({
@@ -60,7 +61,7 @@ cat(sprintf("%s: %d cells x %d dims in %.1f s\n", method, ncol(pbmc), ncol(Embed
             as.numeric(difftime(Sys.time(), t0, units = "secs"))))
 ndims <- ncol(Embeddings(pbmc, method))
 pbmc <- RunUMAP(pbmc, reduction = method, dims = seq_len(ndims), reduction.name = "umap.integrated",
-                verbose = FALSE)
+                reduction.key = "UMAPint_", verbose = FALSE)
 
 # %% [markdown]
 # ## How mixed are the conditions?

@@ -33,7 +33,20 @@ use_scviext <- function(python = NULL, envname = NULL) {
 #' Describe the Python side
 #'
 #' @return A list: the Python executable, and (when \code{scvi_ext} imports) its version, the versions of
-#'   scvi-tools and NumPy, the registered methods and the methods with a trainable model.
+#'   scvi-tools and NumPy, the registered methods and the methods with a trainable model, and
+#'   \code{torch_load}: how torch was loaded (see the section below).
+#' @section torch and R's BLAS:
+#' On Linux, R built against a shared BLAS (Debian and Ubuntu's \code{r-base}: \code{libblas.so.3}) puts
+#' that library's \code{sgemm_}, \code{dgemm_}, ... in the process's global symbol scope. torch loaded
+#' afterwards binds its own BLAS calls to them instead of its bundled MKL, and every matrix product runs
+#' through R's BLAS (the reference BLAS: about 17 times slower per product, 6 times slower sysVI
+#' training, measured here). So the package imports torch with \code{RTLD_DEEPBIND} the first time it starts
+#' Python, and torch then uses its own MKL as in a plain Python session. \code{torch_load} says what
+#' happened: \code{"deepbind"}; \code{"imported before scviext"} (torch was already imported in this
+#' R session, e.g. by other reticulate code: restart R and load scviext first); \code{"platform default"}
+#' (no \code{RTLD_DEEPBIND}, e.g. macOS, where two-level namespaces avoid the problem);
+#' \code{"disabled"} (\code{options(scviext.torch_deepbind = FALSE)} was set before the first call);
+#' \code{"torch not importable"}. The thread count (\code{n_threads}) is unaffected.
 #' @examples
 #' \dontrun{
 #' scviext_config()$methods
@@ -45,6 +58,7 @@ scviext_config <- function() {
   info$python <- reticulate::py_config()$python
   info$methods <- as.character(unlist(info$methods))
   info$models <- as.character(unlist(info$models))
+  info$torch_load <- .scviext_env$torch_load
   info
 }
 
@@ -81,8 +95,48 @@ scviext_available <- function(method, model = FALSE) {
     python <- tryCatch(reticulate::py_config()$python, error = function(e) python)
     stop(.scviext_missing_python_message(python), call. = FALSE)
   }
+  if (is.null(.scviext_env$torch_load)) .scviext_env$torch_load <- .load_torch_deepbind()
   .scviext_env$interop <- reticulate::import("scvi_ext.interop", convert = TRUE)
   .scviext_env$interop
+}
+
+# Import torch with RTLD_DEEPBIND (Linux), before scvi_ext imports it: otherwise libtorch_cpu.so binds its
+# BLAS symbols (sgemm_, dgemm_, ...) to the shared BLAS that R already loaded (Debian: the reference
+# libblas.so.3) rather than to its own MKL, and torch's matrix products become ~17x slower. Returns what
+# happened (see ?scviext_config). Only torch's own import runs with the flag; the old flags are restored.
+.torch_deepbind_code <- "
+import os, sys
+_deepbind = getattr(os, 'RTLD_DEEPBIND', None)
+if 'torch' in sys.modules:
+    status = 'imported before scviext'
+elif _deepbind is None:
+    status = 'platform default'
+else:
+    _flags = sys.getdlopenflags()
+    try:
+        import numpy  # noqa: F401  (imported without the flag)
+    except ImportError:
+        pass
+    sys.setdlopenflags(_flags | _deepbind)
+    try:
+        import torch  # noqa: F401
+        status = 'deepbind'
+    except ImportError:
+        status = 'torch not importable'
+    finally:
+        sys.setdlopenflags(_flags)
+"
+
+.load_torch_deepbind <- function() {
+  if (!isTRUE(getOption("scviext.torch_deepbind", TRUE))) return("disabled")
+  status <- tryCatch(reticulate::py_run_string(.torch_deepbind_code, local = TRUE)$status,
+                     error = function(e) "torch not importable")
+  if (identical(status, "imported before scviext")) {
+    warning(paste0("torch was imported in this R session before scviext: its matrix products may run through ",
+                   "R's BLAS (much slower on Linux). Restart R and call a scviext function before importing ",
+                   "torch (see ?scviext_config)."), call. = FALSE)
+  }
+  status
 }
 
 # Call a Python function and turn a Python exception into one readable R error.

@@ -87,8 +87,12 @@ def run_ours(
     profile: bool = False,
     early_stopping: bool = True,
     info: dict | None = None,
+    monitor: str = "auto",
 ) -> tuple[np.ndarray, float, str, float]:
-    """Fit + latent of ours: ``(latent, wall s, profile text, process CPU s)``; ``info`` gets the epochs run."""
+    """Fit + latent of ours: ``(latent, wall s, profile text, process CPU s)``; ``info`` gets the epochs run.
+
+    ``monitor``: ``early_stopping_monitor`` (``"auto"`` default; ``"epoch"`` = the reference's rule).
+    """
     a = a.copy()
     scvi.settings.seed = seed
     UniPort.setup_anndata(a)
@@ -97,7 +101,12 @@ def run_ours(
     t0, c0 = time.perf_counter(), time.process_time()
     if prof:
         prof.enable()
-    model.train(max_iterations=iterations, early_stopping=early_stopping, enable_progress_bar=False)
+    model.train(
+        max_iterations=iterations,
+        early_stopping=early_stopping,
+        early_stopping_monitor=monitor,
+        enable_progress_bar=False,
+    )
     z = model.get_latent_representation()
     if prof:
         prof.disable()
@@ -107,6 +116,7 @@ def run_ours(
         hist = model.history.get("train_loss") if model.history is not None else None
         info["epochs"] = None if hist is None else len(hist)
         info["early_stopped"] = bool(model.early_stopped_)
+        info["monitor"] = model.early_stopping_monitor_
     text = ""
     if prof:
         buf = io.StringIO()
@@ -173,6 +183,11 @@ def main() -> None:
         "--also-no-early-stopping",
         action="store_true",
         help="quality: also score ours trained for all iterations (early stopping off)",
+    )
+    p.add_argument(
+        "--also-epoch-rule",
+        action="store_true",
+        help="quality: also score ours with the reference's early-stopping rule (early_stopping_monitor='epoch')",
     )
     p.add_argument(
         "--datasets",
@@ -244,6 +259,7 @@ def main() -> None:
             "max_epochs": int(np.ceil(args.iterations / n_steps)),
             "ours": info.get("epochs"),
             "ours_early_stopped": info.get("early_stopped"),
+            "ours_monitor": info.get("monitor"),
             "reference_early_stop_epoch": r["early_stop_epoch"],
         }
         embeddings = ["X_pca", "X_uniport", "X_uniport_reference"]
@@ -256,12 +272,22 @@ def main() -> None:
             entry["full_run_seconds"]["ours, no early stop"] = s_full
             entry["epochs"]["ours_no_early_stop"] = info_full.get("epochs")
             embeddings.append("X_uniport_full")
+        z_epoch = None
+        if args.also_epoch_rule:
+            info_epoch: dict = {}
+            z_epoch, s_epoch, _, _ = run_ours(a, args.iterations, args.seed, info=info_epoch, monitor="epoch")
+            entry["full_run_seconds"]["ours, epoch rule"] = s_epoch
+            entry["epochs"]["ours_epoch_rule"] = info_epoch.get("epochs")
+            entry["epochs"]["ours_epoch_rule_early_stopped"] = info_epoch.get("early_stopped")
+            embeddings.append("X_uniport_epoch")
         sources = a.obs["source"].astype(str).to_numpy()
         if prepared is not None:
             prepared.obsm["X_uniport"] = z_ours
             prepared.obsm["X_uniport_reference"] = z_ref
             if z_full is not None:
                 prepared.obsm["X_uniport_full"] = z_full
+            if z_epoch is not None:
+                prepared.obsm["X_uniport_epoch"] = z_epoch
             df = scib_benchmark(prepared, batch_key, label_key, embeddings)
             entry["scib"] = df.to_dict(orient="index")
             labels = prepared.obs[label_key].astype(str).to_numpy()
@@ -274,6 +300,10 @@ def main() -> None:
             if z_full is not None:
                 entry["label_transfer"]["ours, no early stop"] = transfer_scores(
                     z_full, sources, labels, ref_src
+                )
+            if z_epoch is not None:
+                entry["label_transfer"]["ours, epoch rule"] = transfer_scores(
+                    z_epoch, sources, labels, ref_src
                 )
         else:
             entry["mixing"] = {
@@ -293,6 +323,7 @@ def write_md(results: dict, args) -> None:
         f"--seed {args.seed} --datasets {' '.join(args.datasets)} --out-name {args.out_name}"
         + (" --skip-quality" if args.skip_quality else "")
         + (" --also-no-early-stopping" if args.also_no_early_stopping else "")
+        + (" --also-epoch-rule" if args.also_epoch_rule else "")
     )
     lines = [f"`{cmd}`", "", "# uniPort: scvi_ext vs uniport==1.3 (same inputs, iterations, seed)", ""]
     lines += [
@@ -332,6 +363,8 @@ def write_md(results: dict, args) -> None:
             keys = [("X_pca", "pca"), ("X_uniport", "ours"), ("X_uniport_reference", "reference")]
             if "X_uniport_full" in e["scib"]:
                 keys.append(("X_uniport_full", "ours, no early stop"))
+            if "X_uniport_epoch" in e["scib"]:
+                keys.append(("X_uniport_epoch", "ours, epoch rule"))
             for key, label in keys:
                 row = e["scib"][key]
                 lt = e["label_transfer"].get(label, {})
@@ -360,8 +393,17 @@ def write_md(results: dict, args) -> None:
                     if "ours_no_early_stop" in ep
                     else ""
                 )
-                + ". Both use the same rule (patience 30 epochs on the epoch-mean training loss, strict "
-                "improvement, best weights restored when it fires).",
+                + (
+                    f"; ours with the epoch rule {ep['ours_epoch_rule']}"
+                    + (" (fired)" if ep.get("ours_epoch_rule_early_stopped") else "")
+                    if "ours_epoch_rule" in ep
+                    else ""
+                )
+                + f". Ours monitors {ep.get('ours_monitor') or 'epoch'!r} (`early_stopping_monitor='auto'`: the "
+                "EMA of the step losses, patience 30 x max(steps per epoch, 10) steps, when an epoch has < 10 steps; "
+                "else "
+                "the reference's rule); the reference and 'ours, epoch rule': patience 30 epochs on the epoch-mean "
+                "training loss, strict improvement, best weights restored when it fires.",
             ]
     lines += [
         "",

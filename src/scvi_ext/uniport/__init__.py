@@ -15,13 +15,14 @@ Examples
 
 from __future__ import annotations
 
-from ._constants import BN_MODES, DEFAULTS, KEYS, LOSSES, MODES
+from ._constants import BN_MODES, DEFAULTS, ES_MONITORS, KEYS, LOSSES, MODES
 from ._data import export_reference_inputs, prepare_anndata, prepare_mudata
 from ._deconvolution import deconvolve_plan, make_pseudo_spots, proportion_scores
+from ._fast import ResidentFields, fast_train
 from ._integrate import run_uniport
 from ._model import UniPort, label_reweight
 from ._module import DSBatchNorm1d, UniPortVAE
-from ._ot import GlobalPlanStore, UniPortTrainingPlan, uot_minibatch
+from ._ot import GlobalPlanStore, LossEarlyStopper, UniPortTrainingPlan, uot_minibatch
 from ._sampler import BalancedSourceSampler
 from ._transfer import knn_transfer, plan_label_scores
 from ._workflows import deconvolve_spots, transfer_labels_datasets
@@ -29,18 +30,22 @@ from ._workflows import deconvolve_spots, transfer_labels_datasets
 __all__ = [
     "BN_MODES",
     "DEFAULTS",
+    "ES_MONITORS",
     "KEYS",
     "LOSSES",
     "MODES",
     "BalancedSourceSampler",
     "DSBatchNorm1d",
     "GlobalPlanStore",
+    "LossEarlyStopper",
+    "ResidentFields",
     "UniPort",
     "UniPortTrainingPlan",
     "UniPortVAE",
     "deconvolve_plan",
     "deconvolve_spots",
     "export_reference_inputs",
+    "fast_train",
     "knn_transfer",
     "label_reweight",
     "make_pseudo_spots",

@@ -50,6 +50,10 @@ class _Defaults(NamedTuple):
     ADAM_EPS: float = 1e-8
     MAX_ITERATIONS: int = 30000
     PATIENCE: int = 30
+    # early_stopping_monitor="auto": epochs with fewer steps than this use the smoothed (EMA) step loss
+    ES_MIN_STEPS_PER_EPOCH: int = 10
+    # the fast loop keeps X dense on the device up to this size (else CSR rows are densified per step)
+    MAX_DENSE_X_BYTES: int = 2 * 2**30
     SEED: int = 124
     # a global plan bigger than this is kept in a disk-backed np.memmap instead of RAM
     MAX_DENSE_PLAN_BYTES: int = 256 * 2**20
@@ -63,6 +67,12 @@ class _Losses(NamedTuple):
     L1: str = "l1"
 
 
+class _ESMonitors(NamedTuple):
+    AUTO: str = "auto"
+    EPOCH: str = "epoch"
+    EMA: str = "ema"
+
+
 class _BNModes(NamedTuple):
     BATCH: str = "batch"
     RUNNING: str = "running"
@@ -73,3 +83,4 @@ MODES = _Modes()
 DEFAULTS = _Defaults()
 LOSSES = _Losses()
 BN_MODES = _BNModes()
+ES_MONITORS = _ESMonitors()

@@ -103,10 +103,43 @@ class _Decoder(nn.Module):
         return torch.sigmoid(h)
 
 
+class _BinaryCrossEntropy(torch.autograd.Function):
+    """Element-wise ``F.binary_cross_entropy(p, x, reduction="none")`` with the same forward and backward formulas
+    (ATen's: ``(x - 1) * max(log1p(-p), -100) - x * max(log p, -100)``; gradient
+    ``(p - x) / max(p (1 - p), 1e-12)`` w.r.t. ``p``), written as vectorised tensor ops: ATen's CPU kernel is
+    scalar and was ~10 % of a uniPort training step (3 calls per step on 256 x 172-400 inputs).
+    Gradients flow to ``p`` only (the target is data).
+    """
+
+    @staticmethod
+    def forward(ctx, p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        ctx.save_for_backward(p, x)
+        return (x - 1) * torch.log1p(-p).clamp_min_(-100.0) - x * torch.log(p).clamp_min_(-100.0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: D102
+        p, x = ctx.saved_tensors
+        return grad * (p - x) / (p * (1 - p)).clamp_min_(1e-12), None
+
+
+def binary_cross_entropy(p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Element-wise binary cross-entropy, same values and gradients as ``F.binary_cross_entropy``.
+
+    Examples
+    --------
+    >>> p, x = torch.tensor([0.2, 0.9]), torch.tensor([0.0, 1.0])
+    >>> torch.allclose(binary_cross_entropy(p, x), F.binary_cross_entropy(p, x, reduction="none"))
+    True
+    """
+    if x.requires_grad:  # a target with gradients: keep ATen's op (which also refuses it)
+        return F.binary_cross_entropy(p, x, reduction="none")
+    return _BinaryCrossEntropy.apply(p, x)
+
+
 def _recon(x_hat: torch.Tensor, x: torch.Tensor, loss_type: str) -> torch.Tensor:
     """Per-cell mean over features of BCE / MSE / L1."""
     if loss_type == LOSSES.BCE:
-        out = F.binary_cross_entropy(x_hat, x, reduction="none")
+        out = binary_cross_entropy(x_hat, x)
     elif loss_type == LOSSES.MSE:
         out = (x_hat - x) ** 2
     else:

@@ -26,7 +26,7 @@ from scvi import REGISTRY_KEYS
 
 from ..ot import sinkhorn_unbalanced
 from ..train import OTTrainingPlan
-from ._constants import DEFAULTS, KEYS
+from ._constants import DEFAULTS, ES_MONITORS, KEYS
 
 _EXTRA_METRICS = (KEYS.OT_LOSS, KEYS.REC_COMMON, KEYS.REC_SPECIFIC)
 _SAVE_BLOCK = 4096
@@ -406,40 +406,189 @@ class GlobalPlanStore:
         self.plans[q][np.ix_(rows, cols)] = block.detach().to("cpu", torch.float32).numpy()
 
 
-class _RestoreBestEarlyStopping(Callback):
-    """Early stopping on the epoch-mean training loss that restores the best weights when it fires.
+def resolve_monitor(monitor: str, steps_per_epoch: int) -> str:
+    """``"auto"`` -> ``"ema"`` if an epoch has fewer than ``DEFAULTS.ES_MIN_STEPS_PER_EPOCH`` steps, else ``"epoch"``.
 
-    Same rule as Lightning's ``EarlyStopping(monitor="train_loss", mode="min", min_delta=0)``: an epoch improves
-    when its loss is below the best so far; after ``patience`` epochs without improvement training stops and the
-    best weights are restored. If training ends by reaching ``max_epochs`` the last weights are kept (reference
-    parity, spec §5). The loss is read from the training plan (:meth:`UniPortTrainingPlan.epoch_means`), so
-    nothing has to go through Lightning's (per-call expensive) logging.
+    Examples
+    --------
+    >>> resolve_monitor("auto", 1), resolve_monitor("auto", 40), resolve_monitor("epoch", 1)
+    ('ema', 'epoch', 'epoch')
+    """
+    if monitor not in ES_MONITORS:
+        raise ValueError(f"early_stopping_monitor must be one of {list(ES_MONITORS)}, got {monitor!r}.")
+    if monitor != ES_MONITORS.AUTO:
+        return monitor
+    return ES_MONITORS.EMA if int(steps_per_epoch) < DEFAULTS.ES_MIN_STEPS_PER_EPOCH else ES_MONITORS.EPOCH
+
+
+class LossEarlyStopper:
+    """Early stopping on the training loss that restores the best weights when it fires (both training loops).
+
+    ``monitor="epoch"`` is the reference's rule (uniport 1.3 ``EarlyStopping``, spec §5): an epoch improves when
+    its mean training loss is strictly below the best so far; after ``patience`` epochs without improvement
+    training stops and the best weights are restored.
+
+    ``monitor="ema"`` is a deliberate difference for epochs of few steps (e.g. one 256-cell step per epoch on
+    350 cells), where the epoch loss is a single noisy minibatch and, early in training, the rising OT term
+    (the latent expands from its collapsed start) cancels the falling reconstruction for tens of steps, so the
+    epoch rule fires by chance after a few dozen steps. The monitored value is an exponential moving average
+    of the per-step losses with span ``patience * steps_per_epoch`` steps (``alpha = 2 / (span + 1)``), checked
+    at the end of every epoch, and patience counts steps: ``patience * max(steps_per_epoch, 10)`` (at least the
+    300 steps that the epoch rule waits when an epoch has 10 steps). ``"auto"`` picks ``"ema"`` when an epoch
+    has fewer than ``DEFAULTS.ES_MIN_STEPS_PER_EPOCH`` (10) steps, else ``"epoch"``. If training ends by
+    reaching the last epoch, the last weights are kept (reference parity).
+
+    Parameters
+    ----------
+    module
+        The module whose ``state_dict`` is saved and restored.
+    patience
+        Patience in epochs (30).
+    monitor
+        ``"auto"``, ``"epoch"`` or ``"ema"``.
+    steps_per_epoch
+        Optimisation steps per epoch.
+
+    Examples
+    --------
+    >>> stopper = LossEarlyStopper(torch.nn.Linear(2, 1), patience=2, monitor="epoch", steps_per_epoch=1)
+    >>> [stopper.update(v, [v]) for v in (3.0, 2.0, 2.5, 2.1)]
+    [False, False, False, True]
     """
 
-    def __init__(self, patience: int):
-        super().__init__()
-        self.patience = int(patience)
+    def __init__(self, module: torch.nn.Module, patience: int, monitor: str, steps_per_epoch: int):
+        if int(patience) < 1:
+            raise ValueError(f"early_stopping_patience must be >= 1, got {patience!r}.")
+        steps_per_epoch = max(1, int(steps_per_epoch))
+        monitor = resolve_monitor(monitor, steps_per_epoch)
+        self.module = module
+        self.monitor = monitor
+        if monitor == ES_MONITORS.EMA:
+            self.patience = int(patience) * max(steps_per_epoch, DEFAULTS.ES_MIN_STEPS_PER_EPOCH)
+            self.alpha = 2.0 / (int(patience) * steps_per_epoch + 1.0)
+        else:
+            self.patience = int(patience)
+            self.alpha = 1.0
         self.best_score = float("inf")
         self.wait_count = 0
+        self.ema: float | None = None
         self._best_state: dict[str, torch.Tensor] | None = None
         self.fired = False
+
+    def _snapshot(self) -> None:
+        state = self.module.state_dict()
+        if self._best_state is None:
+            self._best_state = {k: v.detach().clone() for k, v in state.items()}
+        else:  # reuse the buffers: no allocation per improvement
+            for k, v in state.items():
+                self._best_state[k].copy_(v.detach())
+
+    def update(self, epoch_mean: float, step_losses: Sequence[float]) -> bool:
+        """Feed one epoch (its mean loss and its per-step losses); ``True`` = stop (best weights restored).
+
+        Examples
+        --------
+        >>> s = LossEarlyStopper(torch.nn.Linear(2, 1), 1, "ema", 2)
+        >>> s.update(2.0, [2.0, 2.0]), s.ema
+        (False, 2.0)
+        """
+        if self.monitor == ES_MONITORS.EPOCH:
+            current, units = float(epoch_mean), 1
+        else:
+            for value in step_losses:
+                value = float(value)
+                self.ema = value if self.ema is None else self.ema + self.alpha * (value - self.ema)
+            current, units = (self.ema if self.ema is not None else float("inf")), max(1, len(step_losses))
+        if current < self.best_score:
+            self.best_score = current
+            self.wait_count = 0
+            self._snapshot()
+            return False
+        self.wait_count += units
+        if self.wait_count >= self.patience:
+            if self._best_state is not None:
+                self.module.load_state_dict(self._best_state)
+            self.fired = True
+            return True
+        return False
+
+
+class _RestoreBestEarlyStopping(Callback):
+    """Lightning callback running :class:`LossEarlyStopper` at the end of every training epoch.
+
+    The losses are read from the training plan (:meth:`UniPortTrainingPlan.epoch_means` and
+    :meth:`UniPortTrainingPlan.epoch_step_losses`), so nothing has to go through Lightning's (per-call
+    expensive) logging.
+    """
+
+    def __init__(self, patience: int, monitor: str = ES_MONITORS.EPOCH):
+        super().__init__()
+        if monitor not in ES_MONITORS:
+            raise ValueError(f"early_stopping_monitor must be one of {list(ES_MONITORS)}, got {monitor!r}.")
+        self.patience = int(patience)
+        self.monitor = monitor
+        self.stopper: LossEarlyStopper | None = None
+
+    @property
+    def fired(self) -> bool:
+        """Whether early stopping fired (best weights restored)."""
+        return bool(self.stopper is not None and self.stopper.fired)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         means = pl_module.epoch_means() if hasattr(pl_module, "epoch_means") else None
         if not means:
             return
-        current = means["train_loss"]
-        if current < self.best_score:
-            self.best_score = current
-            self.wait_count = 0
-            self._best_state = {k: v.detach().clone() for k, v in pl_module.module.state_dict().items()}
-        else:
-            self.wait_count += 1
-            if self.wait_count >= self.patience:
-                trainer.should_stop = True
-                if self._best_state is not None:
-                    pl_module.module.load_state_dict(self._best_state)
-                self.fired = True
+        if self.stopper is None:
+            self.stopper = LossEarlyStopper(
+                pl_module.module, self.patience, self.monitor, int(trainer.num_training_batches)
+            )
+        steps = pl_module.epoch_step_losses() if self.stopper.monitor == ES_MONITORS.EMA else []
+        if self.stopper.update(means["train_loss"], steps):
+            trainer.should_stop = True
+
+
+def step_stats(out) -> torch.Tensor:
+    """This step's logged losses times its cells (a device tensor; no host sync).
+
+    Order: loss, reconstruction per cell, KL per cell, KL global, then ``ot_loss``, ``rec_common``,
+    ``rec_specific``; summed over an epoch and divided by its cells by :func:`epoch_means_from_sums`.
+    """
+    n = int(out.n_obs_minibatch)
+    vals = [
+        out.loss.detach(),
+        out.reconstruction_loss_sum.detach() / n,
+        out.kl_local_sum.detach() / n,
+        torch.as_tensor(out.kl_global_sum, dtype=out.loss.dtype, device=out.loss.device).detach(),
+        *(out.extra_metrics[k].detach() for k in _EXTRA_METRICS),
+    ]
+    return torch.stack([v.reshape(()).to(out.loss.dtype) for v in vals]) * n
+
+
+def epoch_means_from_sums(
+    sums: Sequence[float], n: int, term_weights: Mapping[str, float]
+) -> dict[str, float]:
+    """Epoch means named as scvi-tools logs them (``train_loss``, ``elbo_train``, ...; see ``epoch_means``)."""
+    loss, rec, kl_l, kl_g, *extra = [float(v) / n for v in sums]
+    return {
+        "train_loss": loss,
+        "elbo_train": rec + kl_l + kl_g,
+        "reconstruction_loss_train": rec,
+        "kl_local_train": kl_l,
+        "kl_global_train": kl_g,
+        **{f"{k}_train": v for k, v in zip(_EXTRA_METRICS, extra, strict=True)},
+        **{f"{k}_weight": float(v) for k, v in term_weights.items()},
+    }
+
+
+def plan_blocks(
+    store: GlobalPlanStore, within_index: np.ndarray, reference_idx: int, batch: Mapping[str, torch.Tensor]
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """``{query: (rows within the query, columns within the reference)}`` of a minibatch's plan blocks."""
+    idx = batch[REGISTRY_KEYS.INDICES_KEY].long().ravel().cpu().numpy()
+    src = batch[REGISTRY_KEYS.BATCH_KEY].long().ravel().cpu().numpy()
+    within = within_index[idx]
+    cols = within[src == reference_idx]
+    return {q: (within[src == q], cols) for q in store.plans if (src == q).any()}
 
 
 class UniPortTrainingPlan(OTTrainingPlan):
@@ -478,12 +627,7 @@ class UniPortTrainingPlan(OTTrainingPlan):
         self.within_index = within_index
 
     def _blocks(self, batch) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        idx = batch[REGISTRY_KEYS.INDICES_KEY].long().ravel().cpu().numpy()
-        src = batch[REGISTRY_KEYS.BATCH_KEY].long().ravel().cpu().numpy()
-        within = self.within_index[idx]
-        ref = self.module.reference_idx
-        cols = within[src == ref]
-        return {q: (within[src == q], cols) for q in self.plan_store.plans if (src == q).any()}
+        return plan_blocks(self.plan_store, self.within_index, self.module.reference_idx, batch)
 
     def on_train_start(self) -> None:
         """Start a fresh per-epoch history."""
@@ -496,20 +640,24 @@ class UniPortTrainingPlan(OTTrainingPlan):
         self._epoch_sums: torch.Tensor | None = None
         self._epoch_n = 0
         self._epoch_cache: dict[str, float] | None = None
+        self._epoch_steps: list[torch.Tensor] = []
 
     def _accumulate(self, out) -> None:
         """Add this step's losses (weighted by its cells) to the epoch sums; no host sync."""
-        n = int(out.n_obs_minibatch)
-        vals = [
-            out.loss.detach(),
-            out.reconstruction_loss_sum.detach() / n,
-            out.kl_local_sum.detach() / n,
-            torch.as_tensor(out.kl_global_sum, dtype=out.loss.dtype, device=out.loss.device).detach(),
-            *(out.extra_metrics[k].detach() for k in _EXTRA_METRICS),
-        ]
-        step = torch.stack([v.reshape(()).to(out.loss.dtype) for v in vals]) * n
+        step = step_stats(out)
         self._epoch_sums = step if self._epoch_sums is None else self._epoch_sums + step
-        self._epoch_n += n
+        self._epoch_n += int(out.n_obs_minibatch)
+        self._epoch_steps.append(out.loss.detach().reshape(()))
+
+    def epoch_step_losses(self) -> list[float]:
+        """This epoch's per-step training losses (one host sync; for the ``"ema"`` early-stopping monitor).
+
+        Examples
+        --------
+        >>> plan.epoch_step_losses()  # doctest: +SKIP
+        """
+        steps = getattr(self, "_epoch_steps", [])
+        return torch.stack(steps).tolist() if steps else []
 
     def epoch_means(self) -> dict[str, float] | None:
         """Means of this epoch's losses (one host sync, cached), named as scvi-tools logs them.
@@ -527,16 +675,7 @@ class UniPortTrainingPlan(OTTrainingPlan):
         sums = getattr(self, "_epoch_sums", None)
         if sums is None or self._epoch_n == 0:
             return None
-        loss, rec, kl_l, kl_g, *extra = (sums / self._epoch_n).tolist()
-        self._epoch_cache = {
-            "train_loss": loss,
-            "elbo_train": rec + kl_l + kl_g,
-            "reconstruction_loss_train": rec,
-            "kl_local_train": kl_l,
-            "kl_global_train": kl_g,
-            **{f"{k}_train": v for k, v in zip(_EXTRA_METRICS, extra, strict=True)},
-            **{f"{k}_weight": v for k, v in self.current_term_weights().items()},
-        }
+        self._epoch_cache = epoch_means_from_sums(sums.tolist(), self._epoch_n, self.current_term_weights())
         return self._epoch_cache
 
     def on_train_epoch_end(self) -> None:
@@ -589,7 +728,7 @@ class UniPortTrainingPlan(OTTrainingPlan):
         finally:
             self.loss_kwargs.pop("ot_init", None)
         if not hasattr(self, "_epoch_n"):
-            self._epoch_sums, self._epoch_n, self._epoch_cache = None, 0, None
+            self._epoch_sums, self._epoch_n, self._epoch_cache, self._epoch_steps = None, 0, None, []
         self._accumulate(out)
         if blocks is not None:
             for q, T in self.module._last_ot.items():

@@ -260,8 +260,11 @@ def _train_kwargs(
     batch_size = params.get("batch_size")
     if batch_size is not None and isinstance(batch_size.default, int) and batch_size.default > n_obs:
         kwargs["batch_size"] = int(n_obs)  # small data sets (tests, toy objects): one minibatch
-    if query and "plan_kwargs" in params:
-        kwargs["plan_kwargs"] = {"weight_decay": 0.0}
+    if query:  # scArches query training: no weight decay on the (new) query parameters
+        if "weight_decay" in params:
+            kwargs["weight_decay"] = 0.0
+        elif "plan_kwargs" in params:
+            kwargs["plan_kwargs"] = {"weight_decay": 0.0}
     return kwargs
 
 

@@ -18,12 +18,18 @@ if TYPE_CHECKING:
     from anndata import AnnData
 
 
+def _log_normalised(adata: AnnData, batch_key: str, seed: int) -> tuple[AnnData, dict[str, Any]]:
+    # SysVI models the log-normalised X (Gaussian likelihood), as run_sysvi does; not the counts layer.
+    return adata, {"layer": None}
+
+
 def _sccraft(adata: AnnData, batch_key: str, seed: int) -> tuple[AnnData, dict[str, Any]]:
+    # scCRAFT reads the log-normalised X (as run_sccraft) and Leiden pseudo-labels at two resolutions.
     from ..sccraft import cluster_pseudo_labels
 
     ad = adata.copy()
     cluster_pseudo_labels(ad, random_state=seed)
-    return ad, {}
+    return ad, {"layer": None}
 
 
 def _uniport(adata: AnnData, batch_key: str, seed: int) -> tuple[AnnData, dict[str, Any]]:
@@ -59,6 +65,7 @@ def _scbiot(adata: AnnData, batch_key: str, seed: int) -> tuple[AnnData, dict[st
 
 #: method -> hook(adata, batch_key, seed) -> (adata for setup_anndata, setup_anndata overrides)
 SETUP_HOOKS: dict[str, Callable[[AnnData, str, int], tuple[AnnData, dict[str, Any]]]] = {
+    "sysvi": _log_normalised,
     "sccraft": _sccraft,
     "uniport": _uniport,
     "scbiot": _scbiot,

@@ -277,3 +277,16 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="all-zero rows"):
         knn(zero, k=2, metric="cosine")
     assert knn(zero, k=2)[0].shape == (10, 2)  # fine for the Euclidean metric
+
+
+@pytest.mark.skipif("faiss" not in available_backends(), reason="faiss not installed")
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+@pytest.mark.parametrize("exclude_self", [True, False])
+def test_faiss_rows_sorted_without_resorting(metric, exclude_self):
+    """faiss rows come back ascending (knn skips its re-sort for faiss): same as a sorted sklearn search."""
+    X = np.random.default_rng(5).normal(size=(300, 12)).astype(np.float32)
+    idx, dist = knn(X, k=25, backend="faiss", metric=metric, exclude_self=exclude_self)
+    assert np.all(np.diff(dist, axis=1) >= 0)
+    idx_s, dist_s = knn(X, k=25, backend="sklearn", metric=metric, exclude_self=exclude_self)
+    np.testing.assert_array_equal(idx, idx_s)
+    np.testing.assert_allclose(dist, dist_s, atol=1e-5)

@@ -360,7 +360,8 @@ def knn(
             rows = np.arange(n_data, dtype=np.int64)[:, None]
             indices = np.concatenate([rows, indices], axis=1)
             distances = np.concatenate([np.zeros_like(rows, dtype=np.float32), distances], axis=1)
-    indices, distances = _sort_rows(indices, distances)
+    if resolved != BACKENDS.FAISS:  # faiss returns rows sorted ascending (and dropping self keeps the order)
+        indices, distances = _sort_rows(indices, distances)
     return np.ascontiguousarray(indices, dtype=np.int64), np.ascontiguousarray(distances, dtype=np.float32)
 
 

@@ -209,6 +209,12 @@ def _scaling_iterations(
 
     u, v = torch.exp(alpha), torch.exp(beta)
     masks = dead_rows is not None
+    if not torch.is_grad_enabled() and K.ndim == 3:
+        # the same operations writing into preallocated buffers (bit-identical, ~40 % fewer op dispatches:
+        # the solves here are small, so dispatch overhead dominates; scBIOT solves ~110 iterations per step)
+        return _scaling_iterations_inplace(
+            a, b, K, Kt, u, v, tau1, tau2, dead_rows, dead_cols, n_iter, check_every, tol, pot
+        )
     if masks:
         dead = torch.cat([dead_rows.expand(u.shape), dead_cols.expand(v.shape)], -1)
     zero = torch.zeros((), dtype=K.dtype, device=K.device)
@@ -244,6 +250,60 @@ def _scaling_iterations(
                 converged = True
                 break
     if torch.is_grad_enabled() or luv is None:
+        log_u, log_v = torch.log(u), torch.log(v)
+    else:  # the last iteration was a check: reuse its logs
+        n = u.shape[-1]
+        log_u, log_v = luv[..., :n], luv[..., n:]
+    return log_u, log_v, it, converged, err, errors, u[..., :, None] * K * v[..., None, :]
+
+
+def _scaling_iterations_inplace(
+    a, b, K, Kt, u, v, tau1, tau2, dead_rows, dead_cols, n_iter, check_every, tol, pot
+):
+    """:func:`_scaling_iterations` for batched problems without autograd, on preallocated buffers."""
+    a = a.expand(u.shape).contiguous()
+    b = b.expand(v.shape).contiguous()
+    masks = dead_rows is not None
+    if masks:
+        dead_rows, dead_cols = dead_rows.expand(u.shape), dead_cols.expand(v.shape)
+        dead = torch.cat([dead_rows, dead_cols], -1)
+    u3, v3 = u.unsqueeze(-2).contiguous(), v.unsqueeze(-2).contiguous()  # (S, 1, n), (S, 1, m)
+    kv, ktu = torch.empty_like(u3), torch.empty_like(v3)
+    u, v = u3.squeeze(-2), v3.squeeze(-2)  # views of the buffers
+    kv2, ktu2 = kv.squeeze(-2), ktu.squeeze(-2)
+    errors: list[float] = []
+    converged, err, it, luv = False, _INF, 0, None
+    for it in range(1, int(n_iter) + 1):
+        check = it % check_every == 0 or it == n_iter
+        if check:
+            uv_prev = torch.cat([u, v], -1)
+        torch.bmm(v3, Kt, out=kv)
+        torch.div(a, kv2, out=u)
+        if tau1 != 1.0:
+            torch.pow(u, tau1, out=u)
+        if masks:
+            u.masked_fill_(dead_rows, 0.0)
+        torch.bmm(u3, K, out=ktu)
+        torch.div(b, ktu2, out=v)
+        if tau2 != 1.0:
+            torch.pow(v, tau2, out=v)
+        if masks:
+            v.masked_fill_(dead_cols, 0.0)
+        if check:
+            luv = torch.log(torch.cat([u, v], -1))
+            err_t = torch.nan_to_num((luv - torch.log(uv_prev)).abs(), nan=0.0).amax()
+            if pot is None:
+                err = float(err_t)  # the host sync
+            else:
+                size = (luv.masked_fill(dead, 0.0) if masks else luv).abs().amax()  # nan/inf if broken
+                err, size = torch.stack([err_t, size]).tolist()  # the host sync
+                if not size <= pot:
+                    return None
+            errors.append(err)
+            if err < tol:
+                converged = True
+                break
+    if luv is None:
         log_u, log_v = torch.log(u), torch.log(v)
     else:  # the last iteration was a check: reuse its logs
         n = u.shape[-1]

@@ -89,7 +89,9 @@ scviext_methods <- function(baselines = FALSE) {
     join <- getExportedValue("SeuratObject", "JoinLayers")
     tryCatch(layer_data(join(assay, layers = layer), layer = layer), error = function(e) NULL)
   } else if (methods::is(assay, "Assay")) {
-    tryCatch(SeuratObject::GetAssayData(assay, slot = layer), error = function(e) NULL)
+    # positional: the 2nd argument is `slot` in SeuratObject 4 and `layer` in 5, where `slot =` is deprecated
+    # (an error from 5.3 on, which tryCatch would turn into a misleading "no counts")
+    tryCatch(SeuratObject::GetAssayData(assay, layer), error = function(e) NULL)
   } else {
     stop(sprintf("Expected a Seurat Assay or Assay5, got an object of class '%s'.", class(assay)[1]),
          call. = FALSE)
@@ -128,8 +130,13 @@ scviext_methods <- function(baselines = FALSE) {
                         "raw UMI counts."), assay_name), call. = FALSE)
   }
   if (anyDuplicated(colnames(m))) {
-    stop(paste0("Cell names are not unique; make them unique first, e.g. ",
-                "object <- RenameCells(object, new.names = make.unique(colnames(object)))."), call. = FALSE)
+    stop(sprintf(paste0("Cell names are not unique in assay '%s'; make them unique first, e.g. ",
+                        "counts <- GetAssayData(object[[\"%s\"]], \"counts\"); ",
+                        "colnames(counts) <- make.unique(colnames(counts)); meta <- object[[]]; ",
+                        "rownames(meta) <- colnames(counts); ",
+                        "object <- CreateSeuratObject(counts = counts, meta.data = meta) (Seurat 4 only: ",
+                        "RenameCells(object, new.names = make.unique(colnames(object))))."),
+                 assay_name, if (identical(assay_name, "the assay")) "RNA" else assay_name), call. = FALSE)
   }
   m
 }

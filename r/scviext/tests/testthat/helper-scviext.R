@@ -28,7 +28,9 @@ shared_data <- function(...) {
 }
 
 # Baron pancreas (CIDER), 350 cells, 6 samples, 5 cell types; cell names made unique (the file has 22
-# duplicated names, which RunScviExt rejects with a message saying how to fix them).
+# duplicated names, which RunScviExt rejects with a message saying how to fix them). The object is rebuilt
+# rather than renamed: under SeuratObject 5, colnames() are the already deduplicated meta.data rownames
+# while the assay keeps the duplicates, and RenameCells() fails on them.
 load_pancreas <- function(nfeatures = 1000) {
   skip_if_not_installed("Seurat")
   path <- shared_data("cider_pancreas_baron", "pancreas.RData")
@@ -36,7 +38,11 @@ load_pancreas <- function(nfeatures = 1000) {
   env <- new.env()
   load(path, envir = env)
   p <- env$pancreas
-  p <- SeuratObject::RenameCells(p, new.names = make.unique(colnames(p)))
+  counts <- SeuratObject::GetAssayData(p[["RNA"]], "counts")  # 2nd argument: `slot` in v4, `layer` in v5
+  colnames(counts) <- make.unique(colnames(counts))
+  meta <- p[[]]
+  rownames(meta) <- colnames(counts)
+  p <- SeuratObject::CreateSeuratObject(counts = counts, meta.data = meta, project = "pancreas")
   p <- Seurat::NormalizeData(p, verbose = FALSE)
   Seurat::FindVariableFeatures(p, nfeatures = nfeatures, verbose = FALSE)
 }

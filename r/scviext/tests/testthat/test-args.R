@@ -25,7 +25,7 @@ test_that("missing or unusable meta.data columns are R errors", {
 
 test_that("assay without counts, non-integer counts and unknown features are R errors", {
   obj <- pbmc_small_obj()
-  data_only <- SeuratObject::CreateAssayObject(data = SeuratObject::GetAssayData(obj, slot = "data"))
+  data_only <- SeuratObject::CreateAssayObject(data = SeuratObject::GetAssayData(obj[["RNA"]], "data"))
   obj[["LOG"]] <- data_only
   expect_error(RunScviExt(obj, method = "scvi", batch = "groups", assay = "LOG", features = rownames(obj)),
                "Assay 'LOG' has no 'counts'.*layer = \"data\"")
@@ -34,8 +34,10 @@ test_that("assay without counts, non-integer counts and unknown features are R e
   expect_error(RunScviExt(obj, method = "scvi", batch = "groups", features = c("CD3E", "NOT_A_GENE")),
                "1 of the 2 `features` are not in assay")
   obj2 <- pbmc_small_obj()
-  obj2 <- SeuratObject::SetAssayData(obj2, slot = "counts",
-                                     new.data = SeuratObject::GetAssayData(obj2, slot = "data"))
+  # positional layer/slot on the Assay: `slot =` is deprecated in SeuratObject 5 and the Seurat method's
+  # 2nd argument differs between versions
+  obj2[["RNA"]] <- SeuratObject::SetAssayData(obj2[["RNA"]], "counts",
+                                              new.data = SeuratObject::GetAssayData(obj2[["RNA"]], "data"))
   expect_error(RunScviExt(obj2, method = "scvi", batch = "groups"), "non-integer")
   empty <- pbmc_small_obj()
   SeuratObject::VariableFeatures(empty) <- character()

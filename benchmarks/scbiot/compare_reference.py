@@ -115,8 +115,16 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--skip-121", action="store_true")
     p.add_argument("--timing-only", action="store_true", help="only the equal-iteration timing run")
+    p.add_argument(
+        "--reuse-references",
+        default=None,
+        metavar="JSON",
+        help="take the v1.0.7 / 1.2.1 rows (runs + scores) from this earlier compare_reference.json instead of "
+        "re-running the references (scib-metrics scores each embedding on its own, unscaled); skips the timing",
+    )
     p.add_argument("--out", default="benchmarks/results/scbiot/compare_reference")
     args = p.parse_args()
+    reused = json.loads(Path(args.reuse_references).read_text()) if args.reuse_references else None
 
     import torch
 
@@ -151,12 +159,14 @@ def main() -> None:
                             "cpu_s": cpu,
                             **{k: m[k] for k in ("mix", "overlap0", "strain", "tw", "it", "n_iter_run")},
                         }
+                    if reused is not None:
+                        continue
                     Xr, info = _run_ref(
                         args.reference_python, "v107", h5, batch_key, args.v107_source, {"random_state": seed}
                     )
                     slim.obsm[f"ref_v107_defaults_s{seed}"] = Xr
                     row["runs"][f"ref_v107_defaults_s{seed}"] = info
-                if not args.skip_121:
+                if not args.skip_121 and reused is None:
                     Xr, info = _run_ref(args.reference_python, "v121", h5, batch_key, None, {})
                     slim.obsm["ref_v121_defaults_s0"] = Xr
                     row["runs"]["ref_v121_defaults_s0"] = info
@@ -178,11 +188,26 @@ def main() -> None:
                     .round(4)
                     .to_dict(orient="index")
                 )
-            _timing(row, slim, h5, batch_key, args)
+                if reused is not None:
+                    _reuse_reference_rows(row, reused[name], args.seeds, args.skip_121)
+            if reused is None:
+                _timing(row, slim, h5, batch_key, args)
         results[name] = row
-        print(name, json.dumps(row.get("scib", {}), indent=1), row["timing_equal_iters"], flush=True)
+        print(name, json.dumps(row.get("scib", {}), indent=1), row.get("timing_equal_iters"), flush=True)
         results["uptime_end"] = _uptime()
         _write(results, args)
+
+
+def _reuse_reference_rows(row: dict, old: dict, seeds: list[int], skip_121: bool) -> None:
+    """Copy the reference runs and scores of an earlier run of this script (same data, same pipeline)."""
+    keys = [f"ref_v107_defaults_s{seed}" for seed in seeds] + ([] if skip_121 else ["ref_v121_defaults_s0"])
+    missing = [k for k in keys if k not in old.get("scib", {})]
+    if missing:
+        raise KeyError(f"--reuse-references has no rows {missing}; re-run the references instead.")
+    for k in keys:
+        row["scib"][k] = old["scib"][k]
+        row["runs"][k] = old["runs"][k]
+    row["reused_references"] = keys
 
 
 def _uptime() -> str:
@@ -230,7 +255,8 @@ def _write(results: dict, args) -> None:
         f"python benchmarks/scbiot/compare_reference.py --reference-python {args.reference_python} "
         f"--v107-source {args.v107_source} --datasets {' '.join(args.datasets)} "
         f"--seeds {' '.join(map(str, args.seeds))} --timing-iters {args.timing_iters} --repeats {args.repeats}"
-        f"{' --skip-121' if args.skip_121 else ''}{' --timing-only' if args.timing_only else ''} --out {args.out}"
+        f"{' --skip-121' if args.skip_121 else ''}{' --timing-only' if args.timing_only else ''}"
+        f"{f' --reuse-references {args.reuse_references}' if args.reuse_references else ''} --out {args.out}"
     )
     lines = [
         f"`{cmd}`",
@@ -289,7 +315,15 @@ def _write(results: dict, args) -> None:
             for var, vals in means.items():
                 lines.append(f"| {var} | {np.mean(vals):.3f} (n={len(vals)}) | {np.mean(vals) - ref:+.3f} |")
             lines.append("")
-        t = row["timing_equal_iters"]
+        if row.get("reused_references"):
+            lines += [
+                f"Reference rows ({', '.join(row['reused_references'])}) copied from `{args.reuse_references}` "
+                "(not re-run); no timing in this run.",
+                "",
+            ]
+        t = row.get("timing_equal_iters")
+        if t is None:
+            continue
         lines += [
             f"Equal iterations ({t['iterations']}): ours wall {np.median(t['ours_wall_s']):.2f} s / CPU "
             f"{np.median(t['ours_cpu_s']):.2f} s, v1.0.7 wall {np.median(t['v107_wall_s']):.2f} s / CPU "

@@ -25,6 +25,7 @@ from . import _constants as C
 from . import _paired
 from ._constants import KEYS, METRIC_KEYS, OT_DEFAULTS, PREALIGN, PRESETS, REFERENCE, UNLABELED_ALIASES
 from ._kmeans import minibatch_kmeans
+from ._knn_exact import EXACT_KNN_MAX_DATA, EXACT_KNN_MIN_DATA, exact_knn
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -43,9 +44,22 @@ def _lerp(a, b, t):
 
 
 def _knn(X: np.ndarray, k: int, backend: str, use_gpu: bool, query: np.ndarray | None = None):
-    """``(idx, dist)`` with self excluded; ``k`` reduced to what the data allow."""
+    """``(idx, dist)`` with self excluded; ``k`` reduced to what the data allow.
+
+    Under ``backend="auto"`` on the CPU, searches among ``EXACT_KNN_MIN_DATA``-``EXACT_KNN_MAX_DATA`` (128-1024)
+    points use the exact BLAS + partition search of :func:`._knn_exact.exact_knn` (up to 2-3x faster than
+    faiss' flat index there); everything else goes through :func:`scvi_ext.neighbors.knn`.
+    """
     n = X.shape[0]
     k_eff = int(max(1, min(k, n - 1 if query is None else n)))
+    if (
+        backend == "auto"
+        and not use_gpu
+        and EXACT_KNN_MIN_DATA <= n <= EXACT_KNN_MAX_DATA
+        and np.isfinite(X).all()
+        and (query is None or np.isfinite(query).all())
+    ):
+        return exact_knn(X, query, k_eff)
     return knn(X, query, k=k_eff, backend=backend, use_gpu=use_gpu)
 
 
@@ -848,7 +862,9 @@ def integrate_ot(
         Torch device of the OT solves and the cell-level updates (``"cpu"``, ``"cuda"``).
     knn_backend
         Backend of :func:`scvi_ext.neighbors.knn` (``"auto"``: faiss; pynndescent for the fixed X0 graph from
-        50,000 cells on, where an exact all-pairs search would dominate the run).
+        50,000 cells on, where an exact all-pairs search would dominate the run). Under ``"auto"`` on the CPU,
+        searches among 128 to 1,024 points (small data sets, per-batch prototype fits) use an exact BLAS
+        search instead of faiss (same neighbours up to float32 near-ties, up to 2-3x faster at that size).
     random_state
         Seed (k-means, subsamples).
     verbose

@@ -187,6 +187,31 @@ def _log_iterations(log_a, log_b, log_K, alpha, beta, tau1, tau2, safe, n_iter, 
     return alpha, beta, it, converged, err, errors
 
 
+def _check_scalings(luv, uv_prev, dead, pot) -> tuple[float, bool]:
+    """Convergence check of the scaling iterations: ``(max |change of log u, log v|, in range)`` — one host sync.
+
+    ``luv`` = ``log([u, v])`` now, ``uv_prev`` = ``[u, v]`` before the iteration, ``dead`` = mask of dead rows and
+    columns (or ``None``). In range: every live ``|log u|``, ``|log v|`` is ``<= pot`` and finite (``pot=None``: no
+    range check).
+    """
+    err_t = torch.nan_to_num((luv - torch.log(uv_prev)).abs(), nan=0.0).amax()
+    if pot is None:
+        return float(err_t), True
+    size = (luv.masked_fill(dead, 0.0) if dead is not None else luv).abs().amax()  # nan/inf if broken
+    err, size = torch.stack([err_t, size]).tolist()
+    return err, bool(size <= pot)
+
+
+def _scaling_result(u, v, K, luv, it, converged, err, errors):
+    """The return tuple of the scaling iterations; reuses the logs of a final check iteration."""
+    if luv is None:
+        log_u, log_v = torch.log(u), torch.log(v)
+    else:
+        n = u.shape[-1]
+        log_u, log_v = luv[..., :n], luv[..., n:]
+    return log_u, log_v, it, converged, err, errors, u[..., :, None] * K * v[..., None, :]
+
+
 def _scaling_iterations(
     a, b, log_K, alpha, beta, tau1, tau2, dead_rows, dead_cols, n_iter, check_every, tol, pot
 ):
@@ -237,24 +262,15 @@ def _scaling_iterations(
         if check:
             with torch.no_grad():
                 luv = torch.log(torch.cat([u, v], -1))
-                err_t = torch.nan_to_num((luv - torch.log(uv_prev)).abs(), nan=0.0).amax()
-                if pot is None:
-                    err = float(err_t)  # the host sync
-                else:
-                    size = (torch.where(dead, zero, luv) if masks else luv).abs().amax()  # nan/inf if broken
-                    err, size = torch.stack([err_t, size]).tolist()  # the host sync
-                    if not size <= pot:
-                        return None
+                err, in_range = _check_scalings(luv, uv_prev, dead if masks else None, pot)
+                if not in_range:
+                    return None
             errors.append(err)
             if err < tol:
                 converged = True
                 break
-    if torch.is_grad_enabled() or luv is None:
-        log_u, log_v = torch.log(u), torch.log(v)
-    else:  # the last iteration was a check: reuse its logs
-        n = u.shape[-1]
-        log_u, log_v = luv[..., :n], luv[..., n:]
-    return log_u, log_v, it, converged, err, errors, u[..., :, None] * K * v[..., None, :]
+    # with autograd the logs must come from the graph, not from the no_grad check
+    return _scaling_result(u, v, K, None if torch.is_grad_enabled() else luv, it, converged, err, errors)
 
 
 def _scaling_iterations_inplace(
@@ -291,24 +307,14 @@ def _scaling_iterations_inplace(
             v.masked_fill_(dead_cols, 0.0)
         if check:
             luv = torch.log(torch.cat([u, v], -1))
-            err_t = torch.nan_to_num((luv - torch.log(uv_prev)).abs(), nan=0.0).amax()
-            if pot is None:
-                err = float(err_t)  # the host sync
-            else:
-                size = (luv.masked_fill(dead, 0.0) if masks else luv).abs().amax()  # nan/inf if broken
-                err, size = torch.stack([err_t, size]).tolist()  # the host sync
-                if not size <= pot:
-                    return None
+            err, in_range = _check_scalings(luv, uv_prev, dead if masks else None, pot)
+            if not in_range:
+                return None
             errors.append(err)
             if err < tol:
                 converged = True
                 break
-    if luv is None:
-        log_u, log_v = torch.log(u), torch.log(v)
-    else:  # the last iteration was a check: reuse its logs
-        n = u.shape[-1]
-        log_u, log_v = luv[..., :n], luv[..., n:]
-    return log_u, log_v, it, converged, err, errors, u[..., :, None] * K * v[..., None, :]
+    return _scaling_result(u, v, K, luv, it, converged, err, errors)
 
 
 def sinkhorn_unbalanced(

@@ -103,3 +103,23 @@ def test_lloyd_row_norms_patch_is_scoped_and_equal():
     assert _k_means_lloyd.row_norms is row_norms
     minibatch_kmeans(C, 3, 0)
     assert _k_means_lloyd.row_norms is row_norms
+
+
+@pytest.mark.parametrize(
+    ("n", "d", "k", "scale"),
+    [(225, 30, 30, 1.0), (499, 30, 28, 1e-6), (3000, 200, 12, 1.0), (400, 2, 40, 1e6), (60, 1, 9, 1.0)],
+)
+def test_kmeanspp_seeding_bit_identical_to_sklearn(n, d, k, scale):
+    # the buffered seeding (single-block case) and its chunked fallback (n = 3000, d = 200) give
+    # scikit-learn's k-means++ centres exactly, for weighted points of very different scales
+    from sklearn.cluster import kmeans_plusplus
+
+    from scvi_ext.scbiot._kmeans import _kmeanspp
+
+    rng = np.random.default_rng(n + k)
+    X = ((rng.normal(size=(n, d)) + rng.integers(0, 6, size=(n, 1))) * scale).astype(np.float32)
+    X[: n // 4] = X[0]  # duplicates: zero distances, ties in the candidate potentials
+    w = (rng.gamma(2.0, size=n) + 1e-3).astype(np.float32)
+    ref, _ = kmeans_plusplus(X, k, sample_weight=w, random_state=np.random.RandomState(5))
+    out = _kmeanspp(X, k, w, np.random.RandomState(5))
+    np.testing.assert_array_equal(out, ref)

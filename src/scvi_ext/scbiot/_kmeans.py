@@ -12,8 +12,9 @@ same steps with the same random-number stream and the same compiled kernels
 estimator's validation and dispatch, a new ``RandomState`` per fit (re-seeding one per thread gives the same
 stream), the inverse-CDF table of ``RandomState.choice(p=...)`` rebuilt every mini-batch (built once), the
 array-API ``row_norms`` the Lloyd kernel calls every step (a dense ``einsum`` with the same values, patched in
-the kernel's module only while a fit runs), and the unused final labelling pass. When those private kernels
-cannot be imported (a scikit-learn release that moved them), the estimator itself is used.
+the kernel's module only while a fit runs), the unused final labelling pass, and the k-means++ seeding's
+per-step temporaries (preallocated buffers, the same float operations in the same order). When those private
+kernels cannot be imported (a scikit-learn release that moved them), the estimator itself is used.
 """
 
 from __future__ import annotations
@@ -131,7 +132,13 @@ def _weighted_cdf(p: np.ndarray) -> np.ndarray:
 
 
 def _kmeanspp(X: np.ndarray, k: int, w: np.ndarray, rs: np.random.RandomState) -> np.ndarray:
-    """Greedy k-means++ seeding with ``2 + ln k`` local trials (scikit-learn's ``_kmeans_plusplus``)."""
+    """Greedy k-means++ seeding with ``2 + ln k`` local trials (scikit-learn's ``_kmeans_plusplus``).
+
+    Same random draws, candidates and float operations as scikit-learn (so the same centres), with the
+    per-candidate-step work done in preallocated buffers: the weighted cumulative potential, the gathered
+    candidate rows, their float64 ``-2 A Bᵀ + |a|² + |b|²`` block (one BLAS call per step, as scikit-learn)
+    and two alternating float32 distance blocks (the kept row of one is the running ``closest``).
+    """
     n, d = X.shape
     X64 = X.astype(np.float64)
     xx = np.einsum("ij,ij->i", X64, X64)
@@ -142,16 +149,39 @@ def _kmeanspp(X: np.ndarray, k: int, w: np.ndarray, rs: np.random.RandomState) -
     centers[0] = X[cid]
     closest = _sq_dists_upcast(X64[cid : cid + 1], xx[cid : cid + 1], X64, xx, _upcast_chunk(1, n, d))
     pot = closest @ w
+    closest = closest[0]
     chunk = _upcast_chunk(n_trials, n, d)
-    last = closest.size - 1
+    lean = n_trials <= chunk and n <= chunk  # scikit-learn's single-block case (else its chunked loop)
+    last = n - 1
+    X64T = X64.T
+    Xm2 = -2 * X64
+    w_col = w.reshape(-1, 1)
+    wc = np.empty(n, dtype=np.float32)
+    cum = np.empty(n, dtype=np.float32)
+    blocks = (np.empty((n_trials, n), dtype=np.float32), np.empty((n_trials, n), dtype=np.float32))
+    a64 = np.empty((n_trials, d))
+    g = np.empty((n_trials, n))
+    aa = np.empty(n_trials)
     for c in range(1, k):
-        rand_vals = rs.uniform(size=n_trials) * pot
-        cand = np.cumsum(w * closest).searchsorted(rand_vals)
+        rand_vals = rs.uniform(size=n_trials)
+        rand_vals *= pot
+        np.multiply(w, closest, out=wc)
+        np.cumsum(wc, out=cum)
+        cand = cum.searchsorted(rand_vals)
         np.minimum(cand, last, out=cand)
-        dc = _sq_dists_upcast(X64[cand], xx[cand], X64, xx, chunk)
+        dc = blocks[c & 1]  # ``closest`` is a row of the other block
+        if lean:
+            np.take(Xm2, cand, axis=0, out=a64)
+            np.matmul(a64, X64T, out=g)  # = -2 (A Bᵀ) exactly (scaling by 2 commutes with rounding)
+            np.take(xx, cand, out=aa)
+            g += aa[:, None]
+            g += xx
+            np.maximum(g, 0.0, out=dc, casting="same_kind")  # = cast then clip (rounding is monotone)
+        else:
+            dc[...] = _sq_dists_upcast(X64[cand], xx[cand], X64, xx, chunk)
         np.minimum(closest, dc, out=dc)
-        cand_pot = dc @ w.reshape(-1, 1)
-        best = np.argmin(cand_pot)
+        cand_pot = dc @ w_col
+        best = cand_pot.argmin()
         pot = cand_pot[best]
         closest = dc[best]
         centers[c] = X[cand[best]]

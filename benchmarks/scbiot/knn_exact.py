@@ -1,13 +1,13 @@
-"""Exact kNN for small searches: faiss ``IndexFlatL2`` (via ``scvi_ext.neighbors.knn``) vs ``exact_knn``.
+"""Exact kNN for small searches: faiss ``IndexFlatL2`` (via ``scvi_ext.neighbors.knn``) vs the ``"blas"`` backend.
 
 Process-CPU milliseconds per search (median of ``--repeats`` timed loops, one thread), on Gaussian 30-d points
 (the PCA width ``integrate_ot`` works on), self-searches with the ``k`` ``integrate_ot`` uses (15 for the density
 weights, 30 for the candidate / evaluation kNN), and the fraction of neighbour indices that agree. This is the
-measurement behind ``EXACT_KNN_MIN_DATA`` / ``EXACT_KNN_MAX_DATA`` in ``scvi_ext.scbiot._knn_exact``.
+measurement behind ``BLAS_KNN_MIN_DATA`` / ``BLAS_KNN_MAX_DATA`` in ``scvi_ext.scbiot._constants``.
 
 With ``--datasets``, also an interleaved A/B of one forced ``integrate_ot`` call (``--timing-iters`` iterations,
 no early stop, every candidate accepted, ``prealign='none'``) with the exact path on (the default rule) and off
-(``EXACT_KNN_MAX_DATA = 0``: faiss everywhere), alternating call by call in one process: process-CPU ms of the
+(``BLAS_KNN_MAX_DATA = 0``: faiss everywhere), alternating call by call in one process: process-CPU ms of the
 call, of the ``_knn`` searches and of the k-means (medians). The two arms follow slightly different trajectories
 (neighbour near-ties), so stage times other than kNN can differ too.
 
@@ -58,7 +58,9 @@ def main() -> None:
 
     faiss.omp_set_num_threads(1)
     from scvi_ext.neighbors import knn
-    from scvi_ext.scbiot._knn_exact import EXACT_KNN_MAX_DATA, EXACT_KNN_MIN_DATA, exact_knn
+    from scvi_ext.neighbors._blas import blas_knn as exact_knn
+    from scvi_ext.scbiot._constants import BLAS_KNN_MAX_DATA as EXACT_KNN_MAX_DATA
+    from scvi_ext.scbiot._constants import BLAS_KNN_MIN_DATA as EXACT_KNN_MIN_DATA
 
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     rng = np.random.default_rng(0)
@@ -136,6 +138,7 @@ def _integrate_ab(name: str, args) -> dict:
 
     import scvi_ext.scbiot as scb
     from scvi_ext.methods import prepare
+    from scvi_ext.scbiot import _constants as consts
     from scvi_ext.scbiot import _ot_refine as mod
 
     rel, batch_key, _ = DATASETS[name]
@@ -156,7 +159,7 @@ def _integrate_ab(name: str, args) -> dict:
         return g
 
     mod._knn, mod._kmeans = timed("knn", originals["knn"]), timed("kmeans", originals["kmeans"])
-    n_it, limit = args.timing_iters, mod.EXACT_KNN_MAX_DATA
+    n_it, limit = args.timing_iters, consts.BLAS_KNN_MAX_DATA
 
     def call() -> float:
         t = time.process_time()
@@ -177,12 +180,12 @@ def _integrate_ab(name: str, args) -> dict:
         call()  # warm-up
         for _ in range(args.ab_repeats):
             for arm, lim in (("exact", limit), ("faiss", 0)):
-                mod.EXACT_KNN_MAX_DATA = lim
+                consts.BLAS_KNN_MAX_DATA = lim
                 acc.clear()
                 c = call()
                 runs[arm].append((c, acc.get("knn", 0.0), acc.get("kmeans", 0.0)))
     finally:
-        mod.EXACT_KNN_MAX_DATA, mod._knn, mod._kmeans = limit, originals["knn"], originals["kmeans"]
+        consts.BLAS_KNN_MAX_DATA, mod._knn, mod._kmeans = limit, originals["knn"], originals["kmeans"]
     out = {}
     for arm, v in runs.items():
         m = np.median(np.asarray(v), axis=0) * 1e3

@@ -1,4 +1,5 @@
-"""One k-nearest-neighbour entry point for the whole suite: faiss (CPU/GPU) -> pynndescent -> scikit-learn.
+"""One k-nearest-neighbour entry point for the whole suite: faiss (CPU/GPU) -> pynndescent -> scikit-learn,
+plus an exact numpy/BLAS search (``backend="blas"``) for callers that search among a few hundred points.
 
 Every backend returns the same thing: ``(indices, distances)`` of shape ``(n_query, k)``, ``int64`` and
 ``float32``, sorted by ascending distance, with *true* metric distances (Euclidean distances are **not**
@@ -15,12 +16,15 @@ from typing import Any, NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
+from ._blas import blas_knn
+
 
 class _Backends(NamedTuple):
     AUTO: str = "auto"
     FAISS: str = "faiss"
     PYNNDESCENT: str = "pynndescent"
     SKLEARN: str = "sklearn"
+    BLAS: str = "blas"
 
 
 class _Metrics(NamedTuple):
@@ -124,6 +128,8 @@ def _faiss_gpu_available(faiss: Any) -> bool:
 
 
 def _resolve_backend(backend: str, n_data: int) -> str:
+    if backend == BACKENDS.BLAS:  # numpy only: always there
+        return backend
     available = available_backends()
     if backend == BACKENDS.AUTO:
         if BACKENDS.FAISS in available:
@@ -275,8 +281,10 @@ def knn(
         ``"euclidean"`` or ``"cosine"`` (``1 - cos``; rows must be non-zero).
     backend
         ``"faiss"`` (exact ``IndexFlatL2`` / ``IndexFlatIP``), ``"pynndescent"`` (approximate),
-        ``"sklearn"`` (exact ``NearestNeighbors``) or ``"auto"``: faiss when installed, else pynndescent from
-        :data:`AUTO_PYNNDESCENT_MIN_OBS` points on, else scikit-learn.
+        ``"sklearn"`` (exact ``NearestNeighbors``), ``"blas"`` (exact: one BLAS product and a value partition
+        per chunk of queries, numpy only; fastest for a few hundred points, Euclidean only) or ``"auto"``:
+        faiss when installed, else pynndescent from :data:`AUTO_PYNNDESCENT_MIN_OBS` points on, else
+        scikit-learn (``"auto"`` never picks ``"blas"``).
     exclude_self
         Only used when ``query is None``. ``True``: a point is never its own neighbour. ``False``: each row
         starts with the point itself at distance 0 (the convention of scanpy and scib-metrics), followed by
@@ -340,6 +348,22 @@ def knn(
             _check_nonzero_rows(query_arr, "query")
 
     resolved = _resolve_backend(backend, n_data)
+    if resolved == BACKENDS.BLAS:
+        if metric != METRICS.EUCLIDEAN:
+            raise ValueError(f"backend='blas' supports metric='euclidean' only, got metric={metric!r}.")
+        if use_gpu:
+            warnings.warn("use_gpu=True is only used by the faiss backend, not 'blas'.", stacklevel=2)
+        # a self-search masks the diagonal (duplicates stay neighbours, as with the other backends)
+        if not self_search:
+            return blas_knn(data_arr, query_arr, k)
+        if exclude_self:
+            return blas_knn(data_arr, None, k)
+        rows = np.arange(n_data, dtype=np.int64)[:, None]
+        indices, distances = rows, np.zeros(rows.shape, dtype=np.float32)
+        if k > 1:
+            idx, dist = blas_knn(data_arr, None, k - 1)
+            indices, distances = np.hstack([indices, idx]), np.hstack([distances, dist])
+        return indices, distances
     if use_gpu and resolved != BACKENDS.FAISS:
         warnings.warn(f"use_gpu=True is only used by the faiss backend, not {resolved!r}.", stacklevel=2)
 

@@ -75,6 +75,11 @@ BATCH_SEED_OFFSET = 7
 RELATIVE_OVERLAP_PENALTY = 0.45
 GUARD_ROUNDS = 2
 DENSITY_K = 15
+# integrate_ot (knn_backend="auto", CPU) searches among BLAS_KNN_MIN_DATA..BLAS_KNN_MAX_DATA points with the exact
+# "blas" backend of scvi_ext.neighbors.knn instead of faiss (benchmarks/results/scbiot/knn_exact.md: faiss / blas
+# = 0.7x at 30 points, ~1.0x at 64, 1.4-2.6x at 128, 2.5-3.8x at 250-500, 1.6-1.8x at 700, 1.0-1.5x at 1000)
+BLAS_KNN_MIN_DATA = 128
+BLAS_KNN_MAX_DATA = 1024
 ENTROPY_K = 15
 RARE_QUANTILE = 0.85
 CLIP_BIG = 50.0

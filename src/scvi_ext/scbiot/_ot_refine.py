@@ -20,12 +20,12 @@ import torch
 
 from .._validation import check_finite, check_n_categories
 from ..neighbors import knn
+from ..neighbors._blas import blas_knn_distances
 from ..ot import barycentric_projection, sinkhorn_unbalanced
 from . import _constants as C
 from . import _paired
 from ._constants import KEYS, METRIC_KEYS, OT_DEFAULTS, PREALIGN, PRESETS, REFERENCE, UNLABELED_ALIASES
 from ._kmeans import minibatch_kmeans
-from ._knn_exact import EXACT_KNN_MAX_DATA, EXACT_KNN_MIN_DATA, exact_knn
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -43,23 +43,22 @@ def _lerp(a, b, t):
     return (1.0 - t) * a + t * b
 
 
+def _blas_search(n: int, backend: str, use_gpu: bool) -> bool:
+    """Whether a search among ``n`` points takes the ``"blas"`` backend (``backend="auto"``, CPU, 128-1024)."""
+    return backend == "auto" and not use_gpu and C.BLAS_KNN_MIN_DATA <= n <= C.BLAS_KNN_MAX_DATA
+
+
 def _knn(X: np.ndarray, k: int, backend: str, use_gpu: bool, query: np.ndarray | None = None):
     """``(idx, dist)`` with self excluded; ``k`` reduced to what the data allow.
 
-    Under ``backend="auto"`` on the CPU, searches among ``EXACT_KNN_MIN_DATA``-``EXACT_KNN_MAX_DATA`` (128-1024)
-    points use the exact BLAS + partition search of :func:`._knn_exact.exact_knn` (up to 2-3x faster than
-    faiss' flat index there); everything else goes through :func:`scvi_ext.neighbors.knn`.
+    Under ``backend="auto"`` on the CPU, searches among ``BLAS_KNN_MIN_DATA``-``BLAS_KNN_MAX_DATA`` (128-1024)
+    points use the exact ``"blas"`` backend of :func:`scvi_ext.neighbors.knn` (up to 2-3x faster than faiss'
+    flat index there); everything else goes through ``backend`` (faiss when installed).
     """
     n = X.shape[0]
     k_eff = int(max(1, min(k, n - 1 if query is None else n)))
-    if (
-        backend == "auto"
-        and not use_gpu
-        and EXACT_KNN_MIN_DATA <= n <= EXACT_KNN_MAX_DATA
-        and np.isfinite(X).all()
-        and (query is None or np.isfinite(query).all())
-    ):
-        return exact_knn(X, query, k_eff)
+    if _blas_search(n, backend, use_gpu):
+        backend = "blas"
     return knn(X, query, k=k_eff, backend=backend, use_gpu=use_gpu)
 
 
@@ -67,7 +66,11 @@ def _density_weights(P: np.ndarray, backend: str, use_gpu: bool) -> np.ndarray:
     """Eq. 1 weights: mean 15-NN distance within ``P`` over its mean (sparse points weigh more)."""
     if len(P) < 2:
         return np.ones(len(P), dtype=np.float32)
-    _, d = _knn(P, C.DENSITY_K, backend, use_gpu)
+    if _blas_search(len(P), backend, use_gpu) and np.isfinite(P).all():
+        # only the distances are needed: the same values as the "blas" search, without its index bookkeeping
+        d = blas_knn_distances(P, None, int(min(C.DENSITY_K, len(P) - 1)))
+    else:
+        _, d = _knn(P, C.DENSITY_K, backend, use_gpu)
     m = d.mean(1)
     return (m / (m.mean() + 1e-8) + 1e-8).astype(np.float32)
 

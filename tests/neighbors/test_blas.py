@@ -1,13 +1,15 @@
-"""The exact BLAS + partition kNN that integrate_ot uses for small searches (``scbiot._knn_exact``)."""
+"""The exact BLAS + partition kNN (``backend="blas"``) that integrate_ot uses for small searches."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from scvi_ext.neighbors import knn
-from scvi_ext.scbiot import _knn_exact, _ot_refine
-from scvi_ext.scbiot._knn_exact import EXACT_KNN_MAX_DATA, exact_knn
+from scvi_ext.neighbors import _blas, knn
+from scvi_ext.neighbors._blas import blas_knn as exact_knn
+from scvi_ext.neighbors._blas import blas_knn_distances
+from scvi_ext.scbiot import _ot_refine
+from scvi_ext.scbiot._constants import BLAS_KNN_MAX_DATA
 
 
 def _brute(data, query, k):
@@ -35,7 +37,7 @@ def test_query_search_and_chunks_agree_with_faiss_or_sklearn(monkeypatch):
     data = rng.standard_normal((257, 30)).astype(np.float32)
     query = rng.standard_normal((101, 30)).astype(np.float32)
     full = exact_knn(data, query, 7)
-    monkeypatch.setattr(_knn_exact, "_CHUNK_ENTRIES", 300)  # one query row per chunk
+    monkeypatch.setattr(_blas, "_CHUNK_ENTRIES", 300)  # one query row per chunk
     chunked = exact_knn(data, query, 7)
     np.testing.assert_array_equal(full[0], chunked[0])
     np.testing.assert_allclose(full[1], chunked[1], rtol=1e-5)  # BLAS blocking may round differently
@@ -65,15 +67,49 @@ def test_bad_input():
 
 def test_integrate_ot_routing(monkeypatch):
     calls = []
-    real = _ot_refine.exact_knn
-    monkeypatch.setattr(_ot_refine, "exact_knn", lambda *a: calls.append(a[0].shape[0]) or real(*a))
+    real = _ot_refine.knn
+    monkeypatch.setattr(
+        _ot_refine, "knn", lambda *a, **kw: calls.append((a[0].shape[0], kw["backend"])) or real(*a, **kw)
+    )
     rng = np.random.default_rng(0)
     small = rng.standard_normal((200, 4)).astype(np.float32)
     _ot_refine._knn(small, 5, "auto", False)
     _ot_refine._knn(small, 5, "sklearn", False)  # an explicit backend is honoured
-    big = rng.standard_normal((EXACT_KNN_MAX_DATA + 1, 2)).astype(np.float32)
+    big = rng.standard_normal((BLAS_KNN_MAX_DATA + 1, 2)).astype(np.float32)
     _ot_refine._knn(big, 3, "auto", False)
-    assert calls == [200]  # only the small "auto" search takes the exact path
     tiny = rng.standard_normal((20, 4)).astype(np.float32)
-    _ot_refine._knn(tiny, 3, "auto", False)  # below EXACT_KNN_MIN_DATA faiss' heap is faster
-    assert calls == [200]
+    _ot_refine._knn(tiny, 3, "auto", False)  # below BLAS_KNN_MIN_DATA faiss' heap is faster
+    # only the small "auto" search takes the blas path
+    assert calls == [(200, "blas"), (200, "sklearn"), (BLAS_KNN_MAX_DATA + 1, "auto"), (20, "auto")]
+
+
+@pytest.mark.parametrize("n,k", [(40, 15), (300, 15), (300, 299)])
+def test_distances_only_is_bit_identical(n, k, monkeypatch):
+    rng = np.random.default_rng(n + k)
+    X = rng.standard_normal((n, 30)).astype(np.float32)
+    X[7] = X[3]  # a duplicate: a zero distance and tied rows
+    np.testing.assert_array_equal(blas_knn_distances(X, None, k), exact_knn(X, None, k)[1])
+    Q = rng.standard_normal((17, 30)).astype(np.float32)
+    np.testing.assert_array_equal(blas_knn_distances(X, Q, k), exact_knn(X, Q, k)[1])
+    monkeypatch.setattr(_blas, "_CHUNK_ENTRIES", 2 * n)  # two query rows per chunk
+    np.testing.assert_array_equal(blas_knn_distances(X, None, k), exact_knn(X, None, k)[1])
+
+
+def test_knn_blas_backend_matches_exact_backends():
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((150, 8))
+    ref_idx, ref_d = knn(X, k=10, backend="sklearn")
+    idx, d = knn(X, k=10, backend="blas")
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_allclose(d, ref_d, rtol=1e-4, atol=1e-4)
+    idx_self, d_self = knn(X, k=10, backend="blas", exclude_self=False)
+    assert idx_self[:, 0].tolist() == list(range(150)) and np.all(d_self[:, 0] == 0)
+    np.testing.assert_array_equal(idx_self[:, 1:], idx[:, :9])
+    one, _ = knn(X, k=1, backend="blas", exclude_self=False)
+    assert one.ravel().tolist() == list(range(150))
+    q_idx, _ = knn(X, X[:5] + 1e-3, k=3, backend="blas")
+    assert q_idx[:, 0].tolist() == list(range(5))
+    with pytest.raises(ValueError, match="euclidean"):
+        knn(X, k=3, backend="blas", metric="cosine")
+    with pytest.raises(ValueError, match="non-finite|NaN|finite"):
+        knn(np.full((5, 2), np.nan), k=2, backend="blas")

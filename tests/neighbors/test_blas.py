@@ -113,3 +113,15 @@ def test_knn_blas_backend_matches_exact_backends():
         knn(X, k=3, backend="blas", metric="cosine")
     with pytest.raises(ValueError, match="non-finite|NaN|finite"):
         knn(np.full((5, 2), np.nan), k=2, backend="blas")
+
+
+def test_unsorted_rows_hold_the_same_sets():
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((300, 10)).astype(np.float32)
+    X[11] = X[4]  # a duplicate (a zero distance, tied rows)
+    idx, d = knn(X, k=20, backend="blas")
+    idx_u, d_u = knn(X, k=20, backend="blas", sort=False)
+    np.testing.assert_array_equal(np.sort(idx_u, axis=1), np.sort(idx, axis=1))
+    np.testing.assert_array_equal(np.sort(d_u, axis=1), d)
+    D = np.sqrt(((X[:, None].astype(np.float64) - X[None]) ** 2).sum(-1))
+    np.testing.assert_allclose(np.take_along_axis(D, idx_u, axis=1), d_u, rtol=1e-4, atol=1e-4)

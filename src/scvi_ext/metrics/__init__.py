@@ -1,7 +1,7 @@
 """Integration metrics.
 
-Fast CPU metrics (kNN batch entropy, iLISI-like mixing, label silhouette, kNN label accuracy) for tests and
-quick checks, and :func:`scib_benchmark`, a wrapper around scib-metrics' ``Benchmarker`` used by the
+Fast CPU metrics (kNN batch entropy, iLISI-like mixing, label silhouette, kNN label accuracy, trustworthiness
+from kNN lists) for tests and quick checks, and :func:`scib_benchmark`, a wrapper around scib-metrics' ``Benchmarker`` used by the
 benchmark runner (needs the ``bench`` extra).
 
 Examples
@@ -25,6 +25,7 @@ from ._fast import (
     label_silhouette,
 )
 from ._scib import scib_benchmark
+from ._trust import trustworthiness
 
 __all__ = [
     "batch_entropy",
@@ -35,4 +36,5 @@ __all__ = [
     "knn_transfer_accuracy",
     "label_silhouette",
     "scib_benchmark",
+    "trustworthiness",
 ]

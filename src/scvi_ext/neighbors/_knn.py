@@ -264,6 +264,7 @@ def knn(
     exclude_self: bool = True,
     use_gpu: bool = False,
     random_state: int | None = 0,
+    sort: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Find the ``k`` nearest neighbours of each query point among ``data``.
 
@@ -294,6 +295,9 @@ def knn(
         support and a GPU is visible (otherwise a ``RuntimeWarning`` and a CPU search).
     random_state
         Seed of pynndescent's random projection trees (ignored by the exact backends).
+    sort
+        ``False`` lets ``backend="blas"`` return each row's neighbours in no particular order (the same sets,
+        without the per-row sort) for callers that only use the sets; the other backends always sort.
 
     Returns
     -------
@@ -355,9 +359,9 @@ def knn(
             warnings.warn("use_gpu=True is only used by the faiss backend, not 'blas'.", stacklevel=2)
         # a self-search masks the diagonal (duplicates stay neighbours, as with the other backends)
         if not self_search:
-            return blas_knn(data_arr, query_arr, k)
+            return blas_knn(data_arr, query_arr, k, sort=sort)
         if exclude_self:
-            return blas_knn(data_arr, None, k)
+            return blas_knn(data_arr, None, k, sort=sort)
         rows = np.arange(n_data, dtype=np.int64)[:, None]
         indices, distances = rows, np.zeros(rows.shape, dtype=np.float32)
         if k > 1:

@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from .._validation import check_finite, check_n_categories
+from ..metrics._trust import trustworthiness
 from ..neighbors import knn
 from ..neighbors._blas import blas_knn_distances
 from ..ot import barycentric_projection, sinkhorn_unbalanced
@@ -48,8 +49,11 @@ def _blas_search(n: int, backend: str, use_gpu: bool) -> bool:
     return backend == "auto" and not use_gpu and C.BLAS_KNN_MIN_DATA <= n <= C.BLAS_KNN_MAX_DATA
 
 
-def _knn(X: np.ndarray, k: int, backend: str, use_gpu: bool, query: np.ndarray | None = None):
-    """``(idx, dist)`` with self excluded; ``k`` reduced to what the data allow.
+def _knn(
+    X: np.ndarray, k: int, backend: str, use_gpu: bool, query: np.ndarray | None = None, sort: bool = True
+):
+    """``(idx, dist)`` with self excluded; ``k`` reduced to what the data allow (``sort=False``: rows may be in
+    any order, for callers that use only the neighbour sets).
 
     Under ``backend="auto"`` on the CPU, searches among ``BLAS_KNN_MIN_DATA``-``BLAS_KNN_MAX_DATA`` (128-1024)
     points use the exact ``"blas"`` backend of :func:`scvi_ext.neighbors.knn` (up to 2-3x faster than faiss'
@@ -59,7 +63,7 @@ def _knn(X: np.ndarray, k: int, backend: str, use_gpu: bool, query: np.ndarray |
     k_eff = int(max(1, min(k, n - 1 if query is None else n)))
     if _blas_search(n, backend, use_gpu):
         backend = "blas"
-    return knn(X, query, k=k_eff, backend=backend, use_gpu=use_gpu)
+    return knn(X, query, k=k_eff, backend=backend, use_gpu=use_gpu, sort=sort)
 
 
 def _density_weights(P: np.ndarray, backend: str, use_gpu: bool) -> np.ndarray:
@@ -337,9 +341,22 @@ def smooth_shift(S: torch.Tensor, idx0: torch.Tensor, lam: float, rare: torch.Te
     return torch.where(rare[:, None], S, sm)
 
 
-def _trustworthiness(X0: np.ndarray, X: np.ndarray, k: int, cap: int | None, seed: int) -> float:
-    from sklearn.manifold import trustworthiness
+def _trustworthiness(
+    X0: np.ndarray,
+    X: np.ndarray,
+    k: int,
+    cap: int | None,
+    seed: int,
+    backend: str = "auto",
+    use_gpu: bool = False,
+    idx0: np.ndarray | None = None,
+    idx: np.ndarray | None = None,
+) -> float:
+    """:func:`scvi_ext.metrics.trustworthiness` of ``X`` w.r.t. ``X0`` on a random subsample of ``cap`` cells.
 
+    Without subsampling, the ``k``-NN lists of ``X0`` / ``X`` from the iteration may be passed (used when they
+    hold exactly ``k`` neighbours; rows in any order); otherwise both are searched here.
+    """
     sub = _subsample(len(X0), cap, seed)
     A0, A1 = (X0, X) if sub is None else (X0[sub], X[sub])
     n = len(A0)
@@ -348,7 +365,13 @@ def _trustworthiness(X0: np.ndarray, X: np.ndarray, k: int, cap: int | None, see
     k = min(k, n - 1)
     if k >= n / 2:
         k = max(1, n // 2 - 1)
-    return float(trustworthiness(A0, A1, n_neighbors=k))
+
+    def _lists(A: np.ndarray, given: np.ndarray | None) -> np.ndarray:
+        if sub is None and given is not None and given.shape[1] == k:
+            return given
+        return _knn(A, k, backend, use_gpu)[0]
+
+    return trustworthiness(A0, A1, k, indices=_lists(A0, idx0), indices_embedded=_lists(A1, idx))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -1024,7 +1047,7 @@ def integrate_ot(
     smin_t = torch.as_tensor(smin, device=dev)
     smax_t = torch.as_tensor(smax, device=dev)
     str0 = _strain(X0_t, idx0, d0)
-    best = {"J": -np.inf, "X": X0, "mix": mix0, "overlap0": 1.0, "strain": str0, "it": 0}
+    best = {"J": -np.inf, "X": X0, "mix": mix0, "overlap0": 1.0, "strain": str0, "it": 0, "idx": idx_x0_eval}
     if verbose:
         print(
             f"[scbiot] N={N} d={d} batches={n_batches} mix0={mix0:.4f} strain0={str0:.5f}"
@@ -1161,8 +1184,11 @@ def integrate_ot(
             Xc = Xs if fixed_t is None else torch.where(fixed_t[:, None], Xc, Xs)
         st = _strain(Xc, idx0, d0)
         Xc_np = Xc.cpu().numpy()
-        # without subsampling, one kNN search of the candidate serves both the mixing and the overlap score
-        idx_c = _knn(Xc_np, k_eval, backend, use_gpu)[0] if (mix_q is None and full_overlap) else None
+        # without subsampling, one kNN search of the candidate serves the mixing, the overlap and (for the
+        # returned iterate) the trustworthiness score; all three use only the neighbour sets
+        idx_c = (
+            _knn(Xc_np, k_eval, backend, use_gpu, sort=False)[0] if (mix_q is None and full_overlap) else None
+        )
         mix = _mix(Xc_np, b, n_batches, k_eval, mix_q, backend, use_gpu, idx=idx_c)
         ovl = _overlap(
             X0, Xc_np, k_eval, eval_subsample, random_state + it, backend, use_gpu, i0=idx_x0_eval, i1=idx_c
@@ -1174,7 +1200,7 @@ def integrate_ot(
         accepted = J > best["J"] + tol
         if accepted:
             X = Xc_np
-            best = {"J": J, "X": Xc_np, "mix": mix, "overlap0": ovl, "strain": st, "it": it}
+            best = {"J": J, "X": Xc_np, "mix": mix, "overlap0": ovl, "strain": st, "it": it, "idx": idx_c}
             no_imp = 0
         else:
             no_imp += 1
@@ -1199,7 +1225,15 @@ def integrate_ot(
 
     out = np.asarray(best["X"], dtype=np.float32)
     tw = _trustworthiness(
-        X_in, out, k_eval, trust_subsample if trust_subsample else eval_subsample, random_state
+        X_in,
+        out,
+        k_eval,
+        trust_subsample if trust_subsample else eval_subsample,
+        random_state,
+        backend,
+        use_gpu,
+        idx0=idx_x0_eval,  # X0 is X_in (the pre-aligned input when a pre-alignment ran)
+        idx=best["idx"],
     )
     adata.obsm[out_key] = out
     metrics = {

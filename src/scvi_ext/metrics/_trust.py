@@ -103,13 +103,17 @@ def trustworthiness(
         D += sq[s:e, None]
         D += sq[None, :]
         D32 = D.astype(np.float32)
+        np.maximum(D32, 0.0, out=D32)  # scikit-learn clips at 0 too
+        D32 += 0.0  # -0.0 -> +0.0, so that the bit patterns below order like the values
         D32[np.arange(e - s), np.arange(s, e)] = np.inf  # a point is not its own neighbour
-        vals = D32[rows[bounds[s] : bounds[e]] - s, ind_e[rows[bounds[s] : bounds[e]], cols[bounds[s] : bounds[e]]]]
+        pr, pc = rows[bounds[s] : bounds[e]] - s, cols[bounds[s] : bounds[e]]
+        vals = D32[pr, ind_e[pr + s, pc]]
         D32.sort(axis=1)
-        for i in range(s, e):
-            a, b = bounds[i] - bounds[s], bounds[i + 1] - bounds[s]
-            if a < b:
-                # rank (1-based) = 1 + number of other points strictly closer
-                closer = D32[i - s].searchsorted(vals[a:b], side="left")
-                penalty += int(np.maximum(closer + 1 - k, 0).sum())
+        # rank (1-based) = 1 + number of other points strictly closer, for all pairs in one search: non-negative
+        # float32 values order like their bit patterns, so (row << 32 | bits) is sorted across the whole block
+        shift = (np.arange(e - s, dtype=np.uint64) << np.uint64(32))[:, None]
+        keys = (D32.view(np.uint32).astype(np.uint64) | shift).ravel()
+        q = vals.view(np.uint32).astype(np.uint64) | shift[pr, 0]
+        closer = np.searchsorted(keys, q, side="left") - pr.astype(np.int64) * n
+        penalty += int(np.maximum(closer + 1 - k, 0).sum())
     return float(1.0 - penalty * (2.0 / (n * k * (2.0 * n - 3.0 * k - 1.0))))

@@ -23,6 +23,10 @@ _INF = float("inf")
 # Relative tolerance on |sum(a) - sum(b)| for the balanced problem (both reg_m infinite).
 _BALANCED_MASS_RTOL = 1e-4
 _DEFAULT_CHECK_EVERY = 10
+# Batched scaling problems without autograd on the CPU with at most this many kernel entries iterate in numpy:
+# there each iteration is six tiny operations and numpy's per-call cost is a third of torch's (measured: a
+# 30 x 33 problem, 50 iterations, 0.27 vs 0.79 ms; scBIOT solves ~5 such problems per refinement step).
+_NUMPY_MAX_ENTRIES = 1 << 16
 
 
 class OTResult(NamedTuple):
@@ -234,6 +238,10 @@ def _scaling_iterations(
 
     u, v = torch.exp(alpha), torch.exp(beta)
     masks = dead_rows is not None
+    if not torch.is_grad_enabled() and K.ndim == 3 and K.device.type == "cpu" and K.numel() <= _NUMPY_MAX_ENTRIES:
+        return _scaling_iterations_numpy(
+            a, b, K, u, v, tau1, tau2, dead_rows, dead_cols, n_iter, check_every, tol, pot
+        )
     if not torch.is_grad_enabled() and K.ndim == 3:
         # the same operations writing into preallocated buffers (bit-identical, ~40 % fewer op dispatches:
         # the solves here are small, so dispatch overhead dominates; scBIOT solves ~110 iterations per step)
@@ -315,6 +323,61 @@ def _scaling_iterations_inplace(
                 converged = True
                 break
     return _scaling_result(u, v, K, luv, it, converged, err, errors)
+
+
+def _scaling_iterations_numpy(a, b, K, u, v, tau1, tau2, dead_rows, dead_cols, n_iter, check_every, tol, pot):
+    """:func:`_scaling_iterations` for small batched CPU problems without autograd, in numpy.
+
+    The same updates, checks and return values (torch tensors) as :func:`_scaling_iterations_inplace`; the
+    values agree up to floating-point rounding (numpy's and torch's matrix-vector kernels sum in different
+    orders).
+    """
+    import numpy as np
+
+    Kn = K.numpy()
+    Ktn = np.ascontiguousarray(np.swapaxes(Kn, -1, -2))  # (S, m, n): row-vector products u Kᵀ... as K v
+    an = np.ascontiguousarray(a.expand(u.shape).numpy())
+    bn = np.ascontiguousarray(b.expand(v.shape).numpy())
+    n = u.shape[-1]
+    uv = np.concatenate([u.numpy(), v.numpy()], -1)  # (S, n + m); u, v are views of it
+    un, vn = uv[..., :n], uv[..., n:]
+    kv, ktu = np.empty_like(un), np.empty_like(vn)
+    masks = dead_rows is not None
+    if masks:
+        dr, dc = dead_rows.expand(u.shape).numpy(), dead_cols.expand(v.shape).numpy()
+        dead = np.concatenate([dr, dc], -1)
+    errors: list[float] = []
+    converged, err, it, luv = False, _INF, 0, None
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for it in range(1, int(n_iter) + 1):
+            check = it % check_every == 0 or it == n_iter
+            if check:
+                uv_prev = uv.copy()
+            np.matmul(Kn, vn[..., None], out=kv[..., None])
+            np.divide(an, kv, out=un)
+            if tau1 != 1.0:
+                np.power(un, tau1, out=un)
+            if masks:
+                un[dr] = 0.0
+            np.matmul(Ktn, un[..., None], out=ktu[..., None])
+            np.divide(bn, ktu, out=vn)
+            if tau2 != 1.0:
+                np.power(vn, tau2, out=vn)
+            if masks:
+                vn[dc] = 0.0
+            if check:
+                luv = np.log(uv)
+                err = float(np.nan_to_num(np.abs(luv - np.log(uv_prev)), nan=0.0).max())
+                if pot is not None:
+                    size = np.abs(np.where(dead, 0.0, luv) if masks else luv).max()
+                    if not size <= pot:  # also nan / inf
+                        return None
+                errors.append(err)
+                if err < tol:
+                    converged = True
+                    break
+    u_t, v_t = torch.from_numpy(un), torch.from_numpy(vn)
+    return _scaling_result(u_t, v_t, K, None if luv is None else torch.from_numpy(luv), it, converged, err, errors)
 
 
 def sinkhorn_unbalanced(

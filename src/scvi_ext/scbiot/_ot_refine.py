@@ -165,7 +165,10 @@ def _kmeanspp_lloyd(X: np.ndarray, k: int, seed: int, weights: np.ndarray | None
 
 
 def _nearest(X: np.ndarray, centres: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    return knn(centres, X, k=min(k, len(centres)), backend="faiss" if _has_faiss() else "sklearn")
+    """The ``k`` nearest centres of each row of ``X`` (``blas`` when both sets are small, else faiss/sklearn)."""
+    small = len(X) <= C.BLAS_KNN_MAX_DATA and len(centres) <= C.BLAS_KNN_MAX_DATA
+    backend = "blas" if small else ("faiss" if _has_faiss() else "sklearn")
+    return knn(centres, X, k=min(k, len(centres)), backend=backend)
 
 
 def _has_faiss() -> bool:

@@ -542,7 +542,7 @@ def sinkhorn_unbalanced(
     if c is not None:
         c = as_float_tensor(c, "c", like=C)
         try:
-            if c.shape != C.shape:  # (fast path: same shape as C)
+            if c.ndim and c.shape != C.shape:  # (fast paths: a scalar, or the same shape as C)
                 torch.broadcast_shapes(c.shape, C.shape[-2:])
         except RuntimeError as err:
             raise ValueError(

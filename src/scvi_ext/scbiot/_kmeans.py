@@ -279,12 +279,13 @@ def minibatch_kmeans(
             _minibatch_update_dense(Xb, unit, centers, centers_new, counts, labels, n_threads)
             if reassign and _REASSIGNMENT_RATIO > 0:
                 to_re = counts < _REASSIGNMENT_RATIO * counts.max()
-                if to_re.sum() > 0.5 * bs:
+                n_re = int(np.count_nonzero(to_re))
+                if n_re > 0.5 * bs:
                     to_re[np.argsort(counts)[int(0.5 * bs) :]] = False
-                n_re = to_re.sum()
-                if n_re:
+                    n_re = int(np.count_nonzero(to_re))
+                if n_re:  # (nothing to reassign: the count update below is a no-op, skipped)
                     centers_new[to_re] = Xb[rs.choice(bs, replace=False, size=n_re)]
-                counts[to_re] = np.min(counts[~to_re])
+                    counts[to_re] = np.min(counts[~to_re])
             centers, centers_new = centers_new, centers
             # convergence: EWA of the per-sample batch inertia, stop after 10 steps without a new minimum
             if i == 0:

@@ -1,8 +1,9 @@
 """k-nearest neighbours: one entry point for the whole suite.
 
-:func:`knn` searches with faiss (exact, CPU or GPU), pynndescent (approximate) or scikit-learn (exact) and
-always returns ``(indices int64, distances float32)`` sorted ascending, with true (not squared) Euclidean or
-cosine distances. :func:`knn_graph` turns the result into a sparse adjacency matrix.
+:func:`knn` searches with faiss (exact, CPU or GPU), pynndescent (approximate), scikit-learn (exact) or
+``backend="blas"`` (exact: one BLAS product and a partition per chunk of queries, fastest for a few hundred
+points) and returns ``(indices int64, distances float32)`` sorted ascending (unless ``sort=False`` with
+``"blas"``), with true (not squared) Euclidean or cosine distances. :func:`knn_graph` turns the result into a sparse adjacency matrix.
 
 Examples
 --------

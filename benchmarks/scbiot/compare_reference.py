@@ -79,7 +79,18 @@ def _run_ref(py, which, h5, batch_key, src, extra, warm: bool = False) -> tuple[
         out = os.path.join(d, "out.npy")
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
         proc = subprocess.run(
-            [py, "-c", _DRIVER, which, h5, batch_key, out, src or "", json.dumps(extra), "1" if warm else "0"],
+            [
+                py,
+                "-c",
+                _DRIVER,
+                which,
+                h5,
+                batch_key,
+                out,
+                src or "",
+                json.dumps(extra),
+                "1" if warm else "0",
+            ],
             capture_output=True,
             text=True,
             env=env,

@@ -270,6 +270,12 @@ class SCBIOT(UnsupervisedTrainingMixin, BaseModelClass):
     ):
         """Train with AdamW (warm-up + cosine), batch-balanced minibatches and best-NMI state selection.
 
+        What matters is the number of optimiser steps, ``max_epochs · ⌈n_train / batch_size⌉``: on a few hundred
+        cells the default batch size gives one step per epoch, and runs of a few dozen steps leave the latent
+        clearly below the OT embedding (``benchmarks/results/scbiot/latent_quality.md``); a few hundred steps
+        (e.g. ``max_epochs=50, batch_size=128`` on ~500 cells) bring it level. The LR warm-up (100 steps) is
+        bounded by 10 % of the run (``plan_kwargs={"max_warmup_fraction": None}`` restores the v1.0.7 schedule).
+
         Parameters
         ----------
         max_epochs

@@ -12,11 +12,18 @@ from scvi.dataloaders import DataSplitter
 from torch.utils.data import DataLoader, Sampler
 
 from ..train import PrototypeTrainingPlan
-from ._constants import CENTER_RAMP_EPOCHS, REGISTRY_KEYS, SUP_RAMP_EPOCHS, VAE_DEFAULTS
+from ._constants import (
+    CENTER_RAMP_EPOCHS,
+    LR_WARMUP_MAX_FRACTION,
+    LR_WARMUP_STEPS,
+    REGISTRY_KEYS,
+    SUP_RAMP_EPOCHS,
+    VAE_DEFAULTS,
+)
 
 
 class SCBIOTTrainingPlan(PrototypeTrainingPlan):
-    """AdamW + linear warm-up (100 steps) + cosine decay to 0, prototype-term ramps (spec §4.4, §4.6).
+    """AdamW + linear warm-up (100 steps, at most 10 % of the run) + cosine decay to 0, term ramps (spec §4.4, §4.6).
 
     The scheduled terms (passed to ``SCBIOTVAE.loss`` as ``<name>_weight``): ``prototype`` (DEC, λ_clust),
     ``center`` (ramp ``min(1, epoch/8)``), ``margin`` and ``sup`` (ramp ``min(1, epoch/5)``), 0-based epochs.
@@ -31,6 +38,14 @@ class SCBIOTTrainingPlan(PrototypeTrainingPlan):
         AdamW weight decay (0).
     n_warmup_steps
         Linear LR warm-up steps (100).
+    max_warmup_fraction
+        Upper bound on the warm-up as a fraction of the run's optimiser steps (0.1; ``None``: no bound, the
+        v1.0.7 schedule). Without a bound, a run shorter than ``n_warmup_steps`` never reaches ``lr`` and has
+        no cosine phase: on small data (one step per epoch) the model stays undertrained.
+    constant_prototype_lr
+        Keep the prototypes' learning rate at ``lr`` (no warm-up, no cosine) as v1.0.7 did in practice: its
+        prototype parameter group is added after the scheduler is built, so (with the torch of its time) the
+        scheduler left it alone. ``False`` schedules the prototypes with the network.
     **kwargs
         :class:`scvi_ext.train.PrototypeTrainingPlan` / scvi ``TrainingPlan`` arguments.
 
@@ -52,7 +67,9 @@ class SCBIOTTrainingPlan(PrototypeTrainingPlan):
         *,
         lr: float = 1e-2,
         weight_decay: float = 0.0,
-        n_warmup_steps: int = 100,
+        n_warmup_steps: int = LR_WARMUP_STEPS,
+        max_warmup_fraction: float | None = LR_WARMUP_MAX_FRACTION,
+        constant_prototype_lr: bool = False,
         term_warmup: dict | None = None,
         **kwargs: Any,
     ):
@@ -64,13 +81,48 @@ class SCBIOTTrainingPlan(PrototypeTrainingPlan):
         warm.update(term_warmup or {})
         kwargs.setdefault("n_epochs_kl_warmup", None)
         super().__init__(module, lr=lr, weight_decay=weight_decay, term_warmup=warm, **kwargs)
+        if max_warmup_fraction is not None and not 0 < max_warmup_fraction <= 1:
+            raise ValueError(f"max_warmup_fraction must be in (0, 1] or None, got {max_warmup_fraction!r}.")
         self.n_warmup_steps = int(n_warmup_steps)
+        self.max_warmup_fraction = max_warmup_fraction
+        self.constant_prototype_lr = bool(constant_prototype_lr)
+
+    def warmup_steps(self, total_steps: int) -> int:
+        """Effective warm-up length of a run with ``total_steps`` optimiser steps.
+
+        Parameters
+        ----------
+        total_steps
+            Optimiser steps of the whole run.
+
+        Returns
+        -------
+        int
+            ``n_warmup_steps``, bounded by ``ceil(max_warmup_fraction * total_steps)`` when that is set.
+
+        Examples
+        --------
+        >>> from types import SimpleNamespace
+        >>> cfg = SimpleNamespace(n_warmup_steps=100, max_warmup_fraction=0.1)  # the default settings
+        >>> SCBIOTTrainingPlan.warmup_steps(cfg, 15), SCBIOTTrainingPlan.warmup_steps(cfg, 5000)
+        (2, 100)
+        """
+        warm = self.n_warmup_steps
+        if self.max_warmup_fraction is not None:
+            warm = min(warm, max(1, math.ceil(self.max_warmup_fraction * total_steps)))
+        return max(1, warm)
 
     def configure_optimizers(self):
         """AdamW over all module parameters (prototypes included) with warm-up + cosine LR (per step)."""
-        opt = torch.optim.AdamW(self.module.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        protos = self.module.prototypes
+        if self.constant_prototype_lr:
+            rest = [p for p in self.module.parameters() if p is not protos]
+            groups = [{"params": rest}, {"params": [protos]}]
+        else:
+            groups = [{"params": list(self.module.parameters())}]
+        opt = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        warm = self.n_warmup_steps
+        warm = self.warmup_steps(total)
 
         def factor(step: int) -> float:
             if step < warm:
@@ -78,7 +130,8 @@ class SCBIOTTrainingPlan(PrototypeTrainingPlan):
             prog = min(1.0, (step - warm) / max(1, total - warm))
             return 0.5 * (1.0 + math.cos(math.pi * prog))
 
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        lambdas = [factor] + [lambda step: 1.0] * (len(groups) - 1)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambdas)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 

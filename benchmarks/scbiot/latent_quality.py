@@ -23,21 +23,16 @@ import argparse
 import json
 import os
 import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-DATASETS = {  # as benchmarks/scbiot/compare_reference.py
-    "pbmc68k_reduced_counts": ("pbmc68k_reduced_counts/pbmc68k_reduced_counts.h5ad", "lane", "bulk_labels"),
-    "cider_pancreas_baron": ("cider_pancreas_baron/cider_pancreas_baron.h5ad", "sample", "cell_type"),
-    "cellbench_sc_mixology": (
-        "cellbench_sc_mixology/cellbench_3cl_celseq2_dropseq.h5ad",
-        "protocol",
-        "cell_line",
-    ),
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare_reference import DATASETS  # noqa: E402  (the same three datasets and keys)
+
 DEFAULT_CONFIGS = [
     "15x1024",
     "50x1024",

@@ -52,6 +52,23 @@ def _check(data: np.ndarray, query: np.ndarray | None, k: int) -> tuple[np.ndarr
     return x, q, n
 
 
+def _blocks(x: np.ndarray, q: np.ndarray, self_search: bool):
+    """Yield ``(s, e, D)`` for chunks of query rows ``s:e``: ``D`` = their squared distances to ``x`` (one buffer
+    reused by all chunks; a self-search sets each point's distance to itself to ``inf``)."""
+    n, m = x.shape[0], q.shape[0]
+    x2 = np.einsum("ij,ij->i", x, x)
+    q2 = x2 if self_search else np.einsum("ij,ij->i", q, q)
+    step = max(1, _CHUNK_ENTRIES // max(n, 1))
+    buf = np.empty((min(step, m), n), dtype=np.float32)
+    for s in range(0, m, step):
+        e = min(m, s + step)
+        D = _sq_dists(q[s:e], x, q2[s:e], x2, out=buf[: e - s])
+        if self_search:
+            rows = np.arange(e - s)
+            D[rows, rows + s] = np.inf
+        yield s, e, D
+
+
 def blas_knn_distances(data: np.ndarray, query: np.ndarray | None, k: int) -> np.ndarray:
     """The distances of :func:`blas_knn` without the indices (no mask, gather or index sort).
 
@@ -76,19 +93,8 @@ def blas_knn_distances(data: np.ndarray, query: np.ndarray | None, k: int) -> np
     [1.0, 1.0, 2.0]
     """
     x, q, n = _check(data, query, k)
-    self_search = query is None
-    x2 = np.einsum("ij,ij->i", x, x)
-    q2 = x2 if self_search else np.einsum("ij,ij->i", q, q)
-    m = q.shape[0]
-    d_out = np.empty((m, k), dtype=np.float32)
-    step = max(1, _CHUNK_ENTRIES // max(n, 1))
-    buf = np.empty((min(step, m), n), dtype=np.float32)
-    for s in range(0, m, step):
-        e = min(m, s + step)
-        D = _sq_dists(q[s:e], x, q2[s:e], x2, out=buf[: e - s])
-        if self_search:
-            rows = np.arange(e - s)
-            D[rows, rows + s] = np.inf
+    d_out = np.empty((q.shape[0], k), dtype=np.float32)
+    for s, e, D in _blocks(x, q, query is None):
         vals = np.partition(D, k - 1, axis=1)[:, :k] if k < n else D
         vals.sort(axis=1)
         np.sqrt(np.maximum(vals, 0.0), out=d_out[s:e])
@@ -134,20 +140,11 @@ def blas_knn(
     ([1, 0, 1], [1.0, 1.0, 2.0])
     """
     x, q, n = _check(data, query, k)
-    self_search = query is None
-    x2 = np.einsum("ij,ij->i", x, x)
-    q2 = x2 if self_search else np.einsum("ij,ij->i", q, q)
     m = q.shape[0]
     idx_out = np.empty((m, k), dtype=np.int64)
     d_out = np.empty((m, k), dtype=np.float32)
-    step = max(1, _CHUNK_ENTRIES // max(n, 1))
-    buf = np.empty((min(step, m), n), dtype=np.float32)
-    for s in range(0, m, step):
-        e = min(m, s + step)
-        D = _sq_dists(q[s:e], x, q2[s:e], x2, out=buf[: e - s])
+    for s, e, D in _blocks(x, q, query is None):
         rows = np.arange(e - s)
-        if self_search:
-            D[rows, rows + s] = np.inf
         if k < n:
             kth = np.partition(D, k - 1, axis=1)[:, k - 1 : k]
             mask = D <= kth

@@ -94,13 +94,18 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(rows, indent=2, default=float))
+    import inspect
+
+    from scvi_ext.scbiot import integrate_ot
+
+    threshold = inspect.signature(integrate_ot).parameters["prealign_threshold"].default
     lines = [
         f"`python benchmarks/scbiot/prealign.py --max-iter {args.max_iter} --out {args.out}`",
         "",
         "scBIOT part A with and without the mean pre-alignment (paper defaults otherwise). batch_entropy = "
         "normalised kNN batch entropy (1 = perfectly mixed), knn_label_acc / label_silhouette = label "
         "conservation; `batch_separation` = observed minus expected same-batch fraction among 15 NN of the "
-        'input (what `prealign="auto"` thresholds at 0.5).',
+        f'input (what `prealign="auto"` thresholds at {threshold}).',
         "",
         *_table(rows),
     ]

@@ -20,7 +20,7 @@ import torch
 
 from .._validation import check_finite, check_n_categories
 from ..metrics._trust import trustworthiness
-from ..neighbors import knn
+from ..neighbors import available_backends, knn
 from ..neighbors._blas import blas_knn_distances
 from ..ot import barycentric_projection, sinkhorn_unbalanced
 from . import _constants as C
@@ -167,14 +167,8 @@ def _kmeanspp_lloyd(X: np.ndarray, k: int, seed: int, weights: np.ndarray | None
 def _nearest(X: np.ndarray, centres: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest centres of each row of ``X`` (``blas`` when both sets are small, else faiss/sklearn)."""
     small = len(X) <= C.BLAS_KNN_MAX_DATA and len(centres) <= C.BLAS_KNN_MAX_DATA
-    backend = "blas" if small else ("faiss" if _has_faiss() else "sklearn")
+    backend = "blas" if small else ("faiss" if "faiss" in available_backends() else "sklearn")
     return knn(centres, X, k=min(k, len(centres)), backend=backend)
-
-
-def _has_faiss() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("faiss") is not None
 
 
 def _subsample(n: int, cap: int | None, seed: int) -> np.ndarray | None:

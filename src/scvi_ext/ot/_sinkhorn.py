@@ -9,6 +9,7 @@ import math
 from functools import partial
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 
 from ._checks import (
@@ -332,10 +333,8 @@ def _scaling_iterations_numpy(a, b, K, u, v, tau1, tau2, dead_rows, dead_cols, n
     values agree up to floating-point rounding (numpy's and torch's matrix-vector kernels sum in different
     orders).
     """
-    import numpy as np
-
     Kn = K.numpy()
-    Ktn = np.ascontiguousarray(np.swapaxes(Kn, -1, -2))  # (S, m, n): row-vector products u Kᵀ... as K v
+    Ktn = np.ascontiguousarray(np.swapaxes(Kn, -1, -2))  # (S, m, n): Kᵀu as a contiguous matrix-vector product
     an = np.ascontiguousarray(a.expand(u.shape).numpy())
     bn = np.ascontiguousarray(b.expand(v.shape).numpy())
     n = u.shape[-1]
